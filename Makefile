@@ -1,0 +1,55 @@
+# dnnkit: the README's commands. A fresh machine with only Python needs just these:
+#   make reproduce   # venv + install + `dnnkit reproduce --all` on the default CPU-scale configs
+#   make test        # venv + dev/oracle extras + oracle environments + the default pytest run
+# TORCH can be overridden, e.g. `make test TORCH="torch==2.13.0 --index-url ..."` for CUDA.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+OUT    ?= results
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+# Oracle environments that cannot share the main venv (e.g. SCALE-Sim, neural-tangents) are
+# declared by each module in mk/<module>.mk, which appends its stamp file to ORACLE_ENVS.
+ORACLE_ENVS :=
+-include mk/*.mk
+
+.PHONY: venv reproduce reproduce-quick test test-slow bench lint clean
+
+$(BIN)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install "$(TORCH)" -e .
+	touch $@
+
+# torch first (in the same call) so nothing resolves a multi-GB CUDA build. zennit and
+# torchattacks go in with --no-deps: their declared torchvision requirement would replace torch.
+$(BIN)/.dev: $(BIN)/.core pyproject.toml
+	$(PIP) install "$(TORCH)" -e ".[dev,oracles]"
+	$(PIP) install --no-deps zennit==0.5.1
+	touch $@
+
+venv: $(BIN)/.core
+
+reproduce: $(BIN)/.core
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/dnnkit reproduce --all --out $(OUT) --no-progress
+	@echo "report: $(OUT)/index.html"
+
+reproduce-quick: $(BIN)/.core
+	$(BIN)/dnnkit reproduce --all --quick --out $(OUT) --no-progress
+
+test: $(BIN)/.dev $(ORACLE_ENVS)
+	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-slow: $(BIN)/.dev $(ORACLE_ENVS)
+	$(BIN)/python -m pytest -m slow -q -p no:cacheprovider
+
+bench: $(BIN)/.dev $(ORACLE_ENVS)
+	@for n in $$($(BIN)/python -c "from dnnkit.core import registry; print(' '.join(registry.bench_names()))"); do \
+		echo "== $$n"; $(BIN)/dnnkit bench $$n || exit 1; done
+
+lint: $(BIN)/.dev
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) .venv-* $(OUT)

@@ -1,0 +1,3 @@
+from dnnkit.cli import main
+
+main()

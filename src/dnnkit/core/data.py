@@ -1,0 +1,213 @@
+"""Datasets the library makes or ships, and readers for real dataset files users may have.
+
+- :func:`load_digits_split`: scikit-learn's 8x8 digits (ships with scikit-learn), deterministic
+  stratified splits, images scaled to [0, 1].
+- :func:`render_dsprites` / :func:`sample_dsprites`: a procedural dSprites generator with the
+  original factor grid (shape square/ellipse/heart, 6 scales, 40 orientations, 32x32 positions),
+  vectorised in torch.
+- :func:`read_idx` (MNIST IDX files) and :func:`read_cifar10_binary` (CIFAR-10 *binary* batches):
+  plain byte readers, never pickles.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dnnkit.core.seeding import make_generator, make_rng
+from dnnkit.core.validation import check_int, check_interval, check_tensor
+
+__all__ = [
+    "Split",
+    "load_digits_split",
+    "DSPRITES_GRID",
+    "DSPRITES_SHAPES",
+    "render_dsprites",
+    "sample_dsprites",
+    "read_idx",
+    "read_cifar10_binary",
+]
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train/test split of tensors: images ``(N, C, H, W)`` float32 and labels ``(N,)`` int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max()).item()) + 1
+
+
+def load_digits_split(*, test_fraction: float = 0.25, seed: int = 0, flat: bool = False) -> Split:
+    """scikit-learn's digits (1,797 images, 8x8, 10 classes) as a deterministic stratified split.
+
+    Pixels are scaled from 0..16 to [0, 1]. Images are ``(N, 1, 8, 8)`` unless ``flat=True``
+    (``(N, 64)``). The same ``seed`` always yields the same split.
+    """
+    check_interval(test_fraction, "test_fraction", 0.0, 1.0, closed="neither",
+                   where="load_digits_split")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32) / 16.0
+    y = d.target.astype(np.int64)
+    rng = make_rng(seed)
+    test_idx, train_idx = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * test_fraction))
+        test_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    tr = np.sort(np.concatenate(train_idx))
+    te = np.sort(np.concatenate(test_idx))
+    xt = torch.from_numpy(x)
+    xt = xt.reshape(len(x), -1) if flat else xt.unsqueeze(1)
+    yt = torch.from_numpy(y)
+    return Split(xt[tr], yt[tr], xt[te], yt[te])
+
+
+# --- dSprites -------------------------------------------------------------------------------
+DSPRITES_SHAPES = ("square", "ellipse", "heart")
+#: The original dSprites factor grid (Matthey et al. 2017): 3 x 6 x 40 x 32 x 32 = 737,280 images.
+DSPRITES_GRID: dict[str, np.ndarray] = {
+    "shape": np.arange(3),
+    "scale": np.linspace(0.5, 1.0, 6),
+    "orientation": np.linspace(0.0, 2 * math.pi, 40),
+    "pos_x": np.linspace(0.0, 1.0, 32),
+    "pos_y": np.linspace(0.0, 1.0, 32),
+}
+
+
+def _inside(shape: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Membership of local coordinates (u, v) in each shape (unit size, centred at 0)."""
+    square = (u.abs() <= 1.0) & (v.abs() <= 1.0)
+    ellipse = (u / 1.0) ** 2 + (v / 0.5) ** 2 <= 1.0
+    # heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, scaled to fit the unit box, point up
+    hx, hy = u * 1.25, -v * 1.25 + 0.15
+    heart = (hx**2 + hy**2 - 1) ** 3 - hx**2 * hy**3 <= 0
+    s = shape.view(-1, 1, 1)
+    return torch.where(s == 0, square, torch.where(s == 1, ellipse, heart))
+
+
+def render_dsprites(
+    shape: torch.Tensor,
+    scale: torch.Tensor,
+    orientation: torch.Tensor,
+    pos_x: torch.Tensor,
+    pos_y: torch.Tensor,
+    *,
+    size: int = 64,
+    batch_size: int = 4096,
+) -> torch.Tensor:
+    """Render binary dSprites images ``(N, 1, size, size)`` (float32 in {0, 1}) from factors.
+
+    ``shape`` holds indices into :data:`DSPRITES_SHAPES`; ``scale`` is in [0.5, 1];
+    ``orientation`` in radians; ``pos_x``/``pos_y`` in [0, 1] (the sprite centre sweeps the
+    central part of the canvas as in the original). Fully vectorised over the batch.
+    """
+    check_int(size, "size", 8, 1024, where="render_dsprites")
+    n = shape.shape[0]
+    for name, t in (("scale", scale), ("orientation", orientation), ("pos_x", pos_x),
+                    ("pos_y", pos_y)):
+        check_tensor(t, name, shape=(n,), where="render_dsprites")
+    if n and (int(shape.min()) < 0 or int(shape.max()) > 2):
+        raise ValueError("The 'shape' parameter of render_dsprites must hold indices in {0, 1, 2}.")
+    out = torch.empty(n, 1, size, size)
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
+    half = 0.1  # half side of a scale-1 sprite, as a fraction of the canvas
+    for s in range(0, n, batch_size):
+        sl = slice(s, s + batch_size)
+        cx = 0.2 + 0.6 * pos_x[sl].float().view(-1, 1, 1)
+        cy = 0.2 + 0.6 * pos_y[sl].float().view(-1, 1, 1)
+        th = orientation[sl].float().view(-1, 1, 1)
+        r = half * scale[sl].float().view(-1, 1, 1)
+        dx, dy = gx - cx, gy - cy
+        u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
+        v = (-torch.sin(th) * dx + torch.cos(th) * dy) / r
+        out[sl, 0] = _inside(shape[sl], u, v).float()
+    return out
+
+
+def sample_dsprites(
+    n: int, *, seed: int | torch.Generator | None = 0, size: int = 64
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Draw ``n`` factor combinations uniformly from :data:`DSPRITES_GRID` and render them.
+
+    Returns ``(images, factors)`` where ``factors`` maps each factor name to its grid *index*
+    (int64, shape ``(n,)``). Use ``DSPRITES_GRID[name][index]`` for the value.
+    """
+    check_int(n, "n", 0, 10_000_000, where="sample_dsprites")
+    g = make_generator(seed)
+    idx = {k: torch.randint(len(v), (n,), generator=g) for k, v in DSPRITES_GRID.items()}
+    vals = {k: torch.as_tensor(DSPRITES_GRID[k], dtype=torch.float32)[i] for k, i in idx.items()}
+    images = render_dsprites(idx["shape"], vals["scale"], vals["orientation"], vals["pos_x"],
+                             vals["pos_y"], size=size)
+    return images, idx
+
+
+# --- file readers ---------------------------------------------------------------------------
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an MNIST-style IDX file (optionally ``.gz``) into a numpy array.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a bad header or a
+    size that does not match the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file {str(path)!r} does not exist.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number).")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{str(path)!r} is truncated (header).")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(f"{str(path)!r} holds {len(data) - header} data bytes but its header "
+                         f"promises {expected} (shape {dims}).")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).copy()
+
+
+def read_cifar10_binary(paths: str | Path | list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-10 *binary version* batches (``data_batch_1.bin`` ...), never the pickles.
+
+    Each record is 1 label byte + 3072 pixel bytes. Returns images ``(N, 3, 32, 32)`` uint8 and
+    labels ``(N,)`` int64.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    images, labels = [], []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"CIFAR-10 batch {str(p)!r} does not exist.")
+        raw = np.fromfile(p, dtype=np.uint8)
+        if raw.size == 0 or raw.size % 3073:
+            raise ValueError(f"{str(p)!r} is not a CIFAR-10 binary batch: {raw.size} bytes is not "
+                             "a multiple of 3073.")
+        rec = raw.reshape(-1, 3073)
+        if rec[:, 0].max() > 9:
+            raise ValueError(f"{str(p)!r} has labels above 9: not a CIFAR-10 binary batch.")
+        labels.append(rec[:, 0].astype(np.int64))
+        images.append(rec[:, 1:].reshape(-1, 3, 32, 32))
+    return np.concatenate(images), np.concatenate(labels)
