@@ -11,8 +11,10 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # Oracle environments that cannot share the main venv (e.g. SCALE-Sim, neural-tangents) are
-# declared by each module in mk/<module>.mk, which appends its stamp file to ORACLE_ENVS.
+# declared by each module in mk/<module>.mk, which appends its stamp file to ORACLE_ENVS
+# (needed by `make test`) or SLOW_ENVS (needed only by `make test-slow`, e.g. Ray).
 ORACLE_ENVS :=
+SLOW_ENVS :=
 -include mk/*.mk
 
 .PHONY: venv reproduce reproduce-quick test test-slow bench lint clean
@@ -25,7 +27,7 @@ $(BIN)/.core: pyproject.toml
 # torch first (in the same call) so nothing resolves a multi-GB CUDA build. zennit and
 # torchattacks go in with --no-deps: their declared torchvision requirement would replace torch.
 $(BIN)/.dev: $(BIN)/.core pyproject.toml
-	$(PIP) install "$(TORCH)" -e ".[dev,oracles]"
+	$(PIP) install "$(TORCH)" -e ".[dev,oracles,fl,nlp]"
 	$(PIP) install --no-deps zennit==0.5.1
 	touch $@
 
@@ -41,7 +43,7 @@ reproduce-quick: $(BIN)/.core
 test: $(BIN)/.dev $(ORACLE_ENVS)
 	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
 
-test-slow: $(BIN)/.dev $(ORACLE_ENVS)
+test-slow: $(BIN)/.dev $(ORACLE_ENVS) $(SLOW_ENVS)
 	$(BIN)/python -m pytest -m slow -q -p no:cacheprovider
 
 bench: $(BIN)/.dev $(ORACLE_ENVS)
