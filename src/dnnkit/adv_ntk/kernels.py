@@ -1,0 +1,341 @@
+"""Analytic NNGP and NTK kernels of infinite-width ReLU / erf MLPs and CNNs (NTK parametrisation).
+
+The recursions follow the conventions of ``neural_tangents.stax`` (Novak et al. 2020) so that the
+two libraries agree to round-off: a Dense layer with weight std ``w_std`` and bias std ``b_std``
+maps the NNGP kernel ``K`` to ``w_std**2 * K + b_std**2``, and the NTK ``Θ`` to
+``Σ + w_std**2 * K̇ ⊙ Θ`` where ``K̇`` is the kernel of the activation's derivative (Jacot et al.
+2018, Theorem 1; Fu & Wang 2024, Section 3, eq. (2)-(3)).
+
+Gram matrices are computed in blocks of rows/columns, so memory stays bounded for thousands of
+points; the output size is checked against the machine's memory before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dnnkit.core.validation import check_choice, check_int, check_interval, check_tensor, param_error
+
+__all__ = ["KernelSpec", "ntk_kernel", "check_memory"]
+
+_GETS = ("nngp", "ntk")
+_ARCHS = ("mlp", "conv")
+_ACTS = ("relu", "erf")
+# Working-set budget of one block of pair computations (bytes); blocks are sized to fit it.
+_BLOCK_BYTES = 64 * 2**20
+# arccos has an infinite derivative at +-1: gradients are taken at c clipped to this margin.
+_CLIP = 1e-12
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """An infinite-width architecture, as in the official Adv-NTK code.
+
+    Parameters
+    ----------
+    arch : {"mlp", "conv"}
+        ``"mlp"``: Flatten, ``depth - 1`` x [Dense, activation], Dense (official ``GeneralMLP``).
+        ``"conv"``: ``depth`` x [Conv 3x3 SAME, activation], Flatten, Dense (official
+        ``GeneralCNN``); inputs are ``(N, C, H, W)``.
+    depth : int
+        Number of Dense layers (MLP, >= 1) or of conv layers (CNN, >= 1).
+    w_std, b_std : float
+        Weight and bias standard deviations (NTK parametrisation). Paper defaults 1.76 and 0.18.
+    activation : {"relu", "erf"}
+        Hidden activation (erf only for the MLP).
+    """
+
+    arch: str = "mlp"
+    depth: int = 3
+    w_std: float = 1.76
+    b_std: float = 0.18
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        where = "KernelSpec"
+        check_choice(self.arch, "arch", _ARCHS, where=where)
+        check_int(self.depth, "depth", 1, where=where)
+        w = check_interval(self.w_std, "w_std", 0.0, None, closed="neither", where=where)
+        b = check_interval(self.b_std, "b_std", 0.0, None, closed="left", where=where)
+        if math.isinf(w) or math.isinf(b):
+            raise ValueError(param_error("w_std/b_std", where, "finite", (self.w_std, self.b_std)))
+        check_choice(self.activation, "activation", _ACTS, where=where)
+        if self.arch == "conv" and self.activation != "relu":
+            raise ValueError(param_error("activation", where, "'relu' when arch='conv'",
+                                         self.activation))
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse (``ValueError``) an allocation of ``nbytes`` that exceeds 80% of physical memory.
+
+    Called before any large tensor is created, so an infeasible request fails fast with a hint
+    instead of swapping or being killed.
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 16 * 2**30
+    if nbytes > 0.8 * total:
+        raise ValueError(
+            f"{what} needs about {nbytes / 2**30:.1f} GiB but this machine has "
+            f"{total / 2**30:.1f} GiB of memory. Use fewer points (compute the Gram matrix in "
+            f"pieces with x1/x2 subsets) or a smaller dtype."
+        )
+
+
+# --- activations: (Σ12, Σ11, Σ22) -> (K12, K̇12) and Σ -> K on the diagonal -----------------------
+
+
+def _relu_pair(s12: torch.Tensor, s11: torch.Tensor, s22: torch.Tensor, need_dot: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    norm = torch.sqrt(s11 * s22)
+    c = (s12 / norm).clamp(-1.0, 1.0)
+    if c.requires_grad:
+        # exact value, gradient of arccos taken just inside (-1, 1) (finite, within 1e-6)
+        cg = c.clamp(-1.0 + _CLIP, 1.0 - _CLIP)
+        theta = torch.arccos(cg) + (torch.arccos(c) - torch.arccos(cg)).detach()
+    else:
+        theta = torch.arccos(c)
+    k = norm * (torch.sin(theta) + (math.pi - theta) * c) / (2 * math.pi)
+    kdot = (math.pi - theta) / (2 * math.pi) if need_dot else None
+    return k, kdot
+
+
+def _erf_pair(s12: torch.Tensor, s11: torch.Tensor, s22: torch.Tensor, need_dot: bool
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    a = (1 + 2 * s11) * (1 + 2 * s22)
+    k = (2 / math.pi) * torch.arcsin((2 * s12 / torch.sqrt(a)).clamp(-1.0, 1.0))
+    kdot = (4 / math.pi) / torch.sqrt(a - 4 * s12**2) if need_dot else None
+    return k, kdot
+
+
+def _relu_diag(s: torch.Tensor) -> torch.Tensor:
+    return s / 2
+
+
+def _erf_diag(s: torch.Tensor) -> torch.Tensor:
+    return (2 / math.pi) * torch.arcsin(2 * s / (1 + 2 * s))
+
+
+# --- one block of pairs -----------------------------------------------------------------------
+
+
+def _exact_diag(sig: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Put the per-point variances on the diagonal of a block of pairs of a point with itself.
+
+    ``x @ x.T`` and ``(x * x).sum(1)`` round differently; without this the correlation of a
+    point with itself is 1 - 1e-16, arccos of it is 1e-8 and K̇ is off by 1e-9.
+    """
+    if d.ndim == 1:
+        return torch.diagonal_scatter(sig, d)
+    return torch.diagonal_scatter(sig, d.permute(1, 2, 0), 0, 0, 1)
+
+
+def _mlp_block(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
+               d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """NNGP and NTK for a block; ``d1``/``d2`` are the per-layer diagonal variances; ``same``
+    means x1 and x2 are the same points (a diagonal block of a symmetric Gram matrix)."""
+    w2, b2 = spec.w_std**2, spec.b_std**2
+    pair = _relu_pair if spec.activation == "relu" else _erf_pair
+    sig = w2 * (x1 @ x2.T) / x1.shape[1] + b2
+    ntk = sig if want_ntk else None
+    for layer in range(spec.depth - 1):
+        if same:
+            sig = _exact_diag(sig, d1[layer])
+        k, kdot = pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk)
+        sig = w2 * k + b2
+        if want_ntk:
+            ntk = sig + w2 * kdot * ntk
+    return sig, ntk
+
+
+def _mlp_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
+    """Σˡ(x, x) for l = 1..depth (cheap, per point)."""
+    w2, b2 = spec.w_std**2, spec.b_std**2
+    diag = _relu_diag if spec.activation == "relu" else _erf_diag
+    s = w2 * (x * x).sum(1) / x.shape[1] + b2
+    out = [s]
+    for _ in range(spec.depth - 1):
+        s = w2 * diag(s) + b2
+        out.append(s)
+    return out
+
+
+def _pool(t: torch.Tensor) -> torch.Tensor:
+    """Mean over the 3x3 neighbourhood with zero padding (always divided by 9) on (..., H, W)."""
+    shape = t.shape
+    flat = t.reshape(-1, 1, shape[-2], shape[-1])
+    return F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=True).reshape(shape)
+
+
+def _conv_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
+    """Per-position Σˡ(x, x) maps (N, H, W) after each conv layer."""
+    w2, b2 = spec.w_std**2, spec.b_std**2
+    k = (x * x).mean(1)
+    out = []
+    for _ in range(spec.depth):
+        s = w2 * _pool(k) + b2
+        out.append(s)
+        k = _relu_diag(s)
+    return out
+
+
+def _conv_block(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
+                d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    w2, b2 = spec.w_std**2, spec.b_std**2
+    k = torch.einsum("ichw,jchw->ijhw", x1, x2) / x1.shape[1]
+    theta = None
+    kdot = None
+    for layer in range(spec.depth):
+        sig = w2 * _pool(k) + b2
+        if want_ntk:
+            theta = sig if theta is None else sig + w2 * _pool(theta * kdot)
+        if same:
+            sig = _exact_diag(sig, d1[layer])
+        k, kdot = _relu_pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk)
+    nngp = w2 * k.mean((-2, -1)) + b2
+    ntk = nngp + w2 * (theta * kdot).mean((-2, -1)) if want_ntk else None
+    return nngp, ntk
+
+
+# --- public -------------------------------------------------------------------------------------
+
+
+def _prepare(x: torch.Tensor, name: str, spec: KernelSpec) -> torch.Tensor:
+    x = check_tensor(x, name, where="ntk_kernel")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    if spec.arch == "conv":
+        if x.ndim != 4:
+            raise ValueError(param_error(name, "ntk_kernel", "a 4-D (N, C, H, W) tensor for "
+                                         "arch='conv'", f"shape {tuple(x.shape)}"))
+        return x
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(param_error(name, "ntk_kernel", "a tensor of shape (N, ...) with N >= 1",
+                                     f"shape {tuple(x.shape)}"))
+    return x.reshape(x.shape[0], -1)
+
+
+def ntk_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    spec: KernelSpec = KernelSpec(),
+    *,
+    get: str | Sequence[str] = "ntk",
+    batch_size: int = 2048,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Analytic NNGP / NTK Gram matrix of an infinite-width network, in bounded memory.
+
+    Parameters
+    ----------
+    x1 : torch.Tensor
+        ``(N1, ...)`` inputs (flattened for the MLP; ``(N1, C, H, W)`` for the CNN). The kernel is
+        differentiable with respect to ``x1`` (used by PGD on kernel predictors).
+    x2 : torch.Tensor, optional
+        ``(N2, ...)`` inputs with the same feature shape; ``None`` means ``x1``.
+    spec : KernelSpec
+        Architecture, depth, ``w_std``, ``b_std`` and activation.
+    get : str or sequence of str
+        ``"ntk"`` (default), ``"nngp"``, or a sequence of both.
+    batch_size : int
+        Edge of the square blocks of pairs computed at once (reduced automatically so one block's
+        working set stays under about 64 MiB, e.g. for the CNN kernel's position maps).
+
+    Returns
+    -------
+    torch.Tensor or dict
+        ``(N1, N2)`` kernel (one scalar per pair; the kernel of the ``c``-output net is
+        ``Θ ⊗ I_c``) when ``get`` is a string, else a dict keyed by the requested names.
+        Dtype and device follow ``x1`` (integer inputs become the default float dtype).
+
+    Raises
+    ------
+    ValueError
+        Non-finite inputs, feature shapes that differ, a non-4-D input for ``arch="conv"``, an
+        all-zero input row with ``b_std == 0`` (the ReLU kernel is 0/0 there), unknown ``get``,
+        or an output that does not fit in memory.
+
+    References
+    ----------
+    Jacot, Gabriel & Hongler (2018), NTK recursion (Theorem 1); Fu & Wang (2024), "Theoretical
+    Analysis of Robust Overfitting for Wide DNNs: An NTK Approach", ICLR, Section 3 eq. (2)-(3);
+    conventions of neural-tangents ``stax`` (Novak et al. 2020).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dnnkit.adv_ntk import KernelSpec, ntk_kernel
+    >>> x = torch.randn(5, 8, dtype=torch.float64)
+    >>> k = ntk_kernel(x, None, KernelSpec(depth=3), get=("nngp", "ntk"))
+    >>> k["ntk"].shape, bool(torch.allclose(k["ntk"], k["ntk"].T))
+    (torch.Size([5, 5]), True)
+    """
+    if not isinstance(spec, KernelSpec):
+        raise TypeError(param_error("spec", "ntk_kernel", "a KernelSpec", type(spec).__name__))
+    single = isinstance(get, str)
+    gets = (get,) if single else tuple(get)
+    if not gets:
+        raise ValueError(param_error("get", "ntk_kernel", f"a non-empty subset of {list(_GETS)}",
+                                     get))
+    for g in gets:
+        check_choice(g, "get", _GETS, where="ntk_kernel")
+    batch_size = check_int(batch_size, "batch_size", 1, where="ntk_kernel")
+    a = _prepare(x1, "x1", spec)
+    b = a if x2 is None else _prepare(x2, "x2", spec)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(param_error("x2", "ntk_kernel", f"inputs with the same feature shape as "
+                                     f"x1 {tuple(x1.shape[1:])}", f"shape {tuple(x2.shape)}"))
+    if b.dtype != a.dtype or b.device != a.device:
+        b = b.to(device=a.device, dtype=a.dtype)
+    n1, n2 = a.shape[0], b.shape[0]
+    item = a.element_size()
+    check_memory(n1 * n2 * len(gets) * item, f"ntk_kernel output ({n1} x {n2}, {len(gets)} "
+                 f"kernel(s), {a.dtype})")
+    if spec.b_std == 0.0:
+        for t, name in ((a, "x1"), (b, "x2")):
+            zero = t.reshape(t.shape[0], -1).abs().sum(1) == 0
+            if bool(zero.any()):
+                raise ValueError(f"{name} has {int(zero.sum())} all-zero row(s) and b_std == 0: the "
+                                 f"ReLU kernel is 0/0 there. Use b_std > 0 or drop those rows.")
+
+    want_ntk = "ntk" in gets
+    if spec.arch == "mlp":
+        diag, block = _mlp_diag, _mlp_block
+        per_pair = 1
+    else:
+        diag, block = _conv_diag, _conv_block
+        per_pair = a.shape[2] * a.shape[3]
+    d1 = diag(a, spec)
+    d2 = d1 if x2 is None else diag(b, spec)
+    # about 8 live pair-sized tensors per block (more when autograd keeps intermediates)
+    live = (8 + 6 * spec.depth * a.requires_grad) * per_pair * item
+    edge = max(1, min(batch_size, int(math.sqrt(_BLOCK_BYTES / live))))
+
+    rows_nngp, rows_ntk = [], []
+    for i in range(0, n1, edge):
+        cols_nngp, cols_ntk = [], []
+        a_i = a[i:i + edge]
+        d1_i = [d[i:i + edge] for d in d1]
+        for j in range(0, n2, edge):
+            nngp, ntk = block(a_i, b[j:j + edge], d1_i, [d[j:j + edge] for d in d2], spec,
+                              want_ntk, x2 is None and i == j)
+            cols_nngp.append(nngp)
+            cols_ntk.append(ntk)
+        if "nngp" in gets:
+            rows_nngp.append(torch.cat(cols_nngp, 1) if len(cols_nngp) > 1 else cols_nngp[0])
+        if want_ntk:
+            rows_ntk.append(torch.cat(cols_ntk, 1) if len(cols_ntk) > 1 else cols_ntk[0])
+    out = {}
+    if "nngp" in gets:
+        out["nngp"] = torch.cat(rows_nngp, 0) if len(rows_nngp) > 1 else rows_nngp[0]
+    if want_ntk:
+        out["ntk"] = torch.cat(rows_ntk, 0) if len(rows_ntk) > 1 else rows_ntk[0]
+    return out[gets[0]] if single else {g: out[g] for g in gets}
