@@ -1,0 +1,419 @@
+"""FedDIP on Flower (Message API, flwr >= 1.20): a ``FedAvg`` strategy and a ``ClientApp``.
+
+The strategy is a thin adapter around :class:`~dnnkit.feddip.server.FedDIPServer`: Flower's
+``FedAvg.aggregate_train`` computes the weighted mean (and drops failed replies), the server
+masks it, re-prunes on schedule and accounts bytes. Clients are sampled by partition id with a
+seeded generator, so every engine (simulation, deployment, the in-process driver) samples the
+same clients. The ``ClientApp`` runs :func:`~dnnkit.feddip.local.dpf_local_train`.
+
+Wire format of a train instruction: ``RecordDict({"arrays": ArrayRecord(global state),
+"mask": ArrayRecord(uint8 masks) [optional], "config": ConfigRecord(round settings)})``; the
+reply is ``RecordDict({"arrays": ArrayRecord(local state), "metrics": MetricRecord({
+"num-examples", "train-loss", "upload-bytes", "upload-zeros", "upload-numel"})})``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import Result as FlowerResult
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from dnnkit.core.seeding import make_generator
+from dnnkit.core.validation import check_positive, param_error
+from dnnkit.feddip.config import FedDIPConfig
+from dnnkit.feddip.local import dpf_local_train
+from dnnkit.feddip.masks import erk_mask
+from dnnkit.feddip.server import FedDIPServer, client_seed, upload_stats
+
+__all__ = ["FedDIPStrategy", "make_client_app", "make_server_app", "QUERY_PARTITION"]
+
+log = logging.getLogger("dnnkit")
+
+#: Message type of the partition-id query the strategy sends once to every new node.
+QUERY_PARTITION = "query"
+
+_CFG_KEYS = ("round", "lr", "lambda", "sparsity", "local_epochs", "batch_size", "weight_decay",
+             "momentum", "norm_p", "prox_mu", "upload", "seed", "round0_erk", "erk_density",
+             "prunable")
+
+
+def _state_to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
+
+
+def _mask_to_record(mask: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: m.detach().cpu().to(torch.uint8) for k, m in mask.items()})
+
+
+class FedDIPStrategy(FedAvg):
+    """Flower strategy running FedDIP (a ``flwr.serverapp.strategy.FedAvg`` subclass).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Initial global model (copied).
+    config : FedDIPConfig
+        FedDIP hyper-parameters; ``config.rounds`` is the number of rounds :meth:`start` runs.
+    checkpoint : path, optional
+        Safetensors file written atomically after every round (global model, mask, history).
+        If it exists when the strategy is created, the run resumes after its last round.
+    node_wait_timeout : float
+        Seconds to wait for enough connected nodes before raising ``TimeoutError`` (Flower's
+        own sampling waits forever).
+    fraction_evaluate : float
+        Fraction of nodes asked for federated evaluation (0 = only centralised evaluation via
+        ``evaluate_fn``).
+    prunable : list of str, optional
+        Prunable state-dict entries (default: Conv/Linear weights).
+
+    Attributes
+    ----------
+    server : FedDIPServer
+        The engine-agnostic state (``server.state``, ``server.mask``, ``server.history``).
+    """
+
+    def __init__(self, model: nn.Module, config: FedDIPConfig, *,
+                 checkpoint: str | Path | None = None, node_wait_timeout: float = 120.0,
+                 fraction_evaluate: float = 0.0, prunable: list[str] | None = None) -> None:
+        super().__init__(fraction_train=1.0, fraction_evaluate=fraction_evaluate,
+                         min_train_nodes=config.clients_per_round,
+                         min_evaluate_nodes=1 if fraction_evaluate > 0 else 0,
+                         min_available_nodes=config.clients_per_round)
+        self.server = FedDIPServer(model, config, prunable=prunable)
+        self.config = config
+        self.node_wait_timeout = check_positive(node_wait_timeout, "node_wait_timeout",
+                                                where="FedDIPStrategy")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            self.server.load(self.checkpoint)
+            log.info("FedDIP: resuming from %s at round %d", self.checkpoint, self.server.round)
+        self.partition_of: dict[int, int] = {}
+        self._offset = 0
+        self._sent: dict[int, int] = {}
+
+    def summary(self) -> None:
+        log.info("FedDIPStrategy: %s", self.config)
+
+    # --- nodes and partitions --------------------------------------------------------------
+    def _wait_for_nodes(self, grid: Grid, needed: int) -> list[int]:
+        deadline = time.monotonic() + self.node_wait_timeout
+        while True:
+            nodes = list(grid.get_node_ids())
+            if len(nodes) >= needed:
+                return nodes
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"FedDIPStrategy: only {len(nodes)} node(s) connected after "
+                    f"{self.node_wait_timeout:.0f} s, {needed} are needed per round "
+                    "(clients_per_round). Start more SuperNodes or lower clients_per_round.")
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def _discover(self, grid: Grid, nodes: list[int], timeout: float | None) -> None:
+        new = [n for n in nodes if n not in self.partition_of]
+        if not new:
+            return
+        msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}),
+                        dst_node_id=n, message_type=QUERY_PARTITION, group_id="discover")
+                for n in new]
+        for reply in grid.send_and_receive(msgs, timeout=timeout):
+            if reply.has_error():
+                log.warning("FedDIP: node %s did not report its partition id: %s",
+                            reply.metadata.src_node_id, reply.error.reason)
+                continue
+            info = next(iter(reply.content.metric_records.values()))
+            self.partition_of[reply.metadata.src_node_id] = int(info["partition-id"])
+        by_part: dict[int, list[int]] = {}
+        for node, part in self.partition_of.items():
+            by_part.setdefault(part, []).append(node)
+        dup = {p: ns for p, ns in by_part.items() if len(ns) > 1}
+        if dup:
+            raise ValueError(f"FedDIPStrategy: several nodes report the same partition id "
+                             f"{dup}; give every SuperNode its own 'partition-id'.")
+
+    # --- training ----------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        t = server_round - 1 + self._offset
+        k = self.config.clients_per_round
+        nodes = self._wait_for_nodes(grid, k)
+        self._discover(grid, nodes, self._timeout)
+        node_of = {p: n for n, p in self.partition_of.items() if n in set(nodes)}
+        if len(node_of) < k:
+            raise ValueError(f"Round {t}: only {len(node_of)} nodes reported a partition id, "
+                             f"{k} clients are needed per round.")
+        parts = self.server.sample(sorted(node_of), t)
+        state, mask = self.server.broadcast()
+        settings = self.server.round_config(t)
+        cfg = ConfigRecord({**{k_: v for k_, v in config.items()},
+                            **{k_: settings[k_] for k_ in _CFG_KEYS},
+                            "server-round": server_round})
+        content = {"arrays": _state_to_record(state), "config": cfg}
+        if mask is not None:
+            content["mask"] = _mask_to_record(mask)
+        record = RecordDict(content)
+        self._sent[t] = len(parts)
+        log.info("FedDIP round %d: clients %s", t, parts)
+        return [Message(record, dst_node_id=node_of[p], message_type=MessageType.TRAIN,
+                        group_id=str(server_round)) for p in parts]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        t = server_round - 1 + self._offset
+        replies = list(replies)
+        # deterministic order (partition id) so every engine sums in the same order
+        replies.sort(key=lambda m: self.partition_of.get(m.metadata.src_node_id, 1 << 30))
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        ok = [m for m in replies if not m.has_error()]
+        for m in replies:
+            if m.has_error():
+                log.warning("FedDIP round %d: dropped failed client (node %s): %s", t,
+                            m.metadata.src_node_id, m.error.reason)
+        sums = {"upload-bytes": 0, "upload-zeros": 0, "upload-numel": 0}
+        for m in ok:
+            rec = next(iter(m.content.metric_records.values()))
+            for key in sums:
+                sums[key] += int(rec.get(key, 0))
+        if arrays is not None and any(float(next(iter(m.content.metric_records.values()))
+                                            ["num-examples"]) <= 0 for m in ok):
+            raise ValueError(f"Round {t}: a client reported 0 training examples.")
+        agg = arrays.to_torch_state_dict() if arrays is not None else None
+        if agg is None:
+            log.warning("FedDIP round %d: no client replied; the global model is unchanged.", t)
+        record = self.server.finish_round(
+            t, agg, num_sent=self._sent.get(t, len(replies)), num_received=len(ok),
+            upload_bytes=sums["upload-bytes"], upload_zeros=sums["upload-zeros"],
+            upload_numel=sums["upload-numel"])
+        if self.checkpoint is not None:
+            self.server.save(self.checkpoint)
+        out = MetricRecord({k: float(v) for k, v in record.items()
+                            if isinstance(v, (int, float))})
+        if metrics is not None:
+            for key, value in metrics.items():
+                if key not in sums and isinstance(value, (int, float)):
+                    out[f"client-{key}"] = float(value)
+        return _state_to_record(self.server.state), out
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        return super().configure_evaluate(server_round, _state_to_record(self.server.state),
+                                          config, grid)
+
+    # --- the run -----------------------------------------------------------------------------
+    def start(self, grid: Grid, initial_arrays: ArrayRecord | None = None,
+              num_rounds: int | None = None, timeout: float = 3600,
+              train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              ) -> FlowerResult:
+        """Run the remaining rounds (all ``config.rounds``, or those after a checkpoint).
+
+        ``initial_arrays`` (optional) replaces the initial global model when starting at round
+        0; ``num_rounds`` must be ``None`` or equal ``config.rounds``. ``evaluate_fn(t, arrays)``
+        receives the absolute round count (``t`` rounds done); its metrics are merged into
+        ``server.history``.
+        """
+        if num_rounds is not None and num_rounds != self.config.rounds:
+            raise ValueError(param_error("num_rounds", "FedDIPStrategy.start",
+                                         f"None or config.rounds ({self.config.rounds})",
+                                         num_rounds))
+        if initial_arrays is not None and self.server.round == 0:
+            given = initial_arrays.to_torch_state_dict()
+            if set(given) != set(self.server.state):
+                raise ValueError("FedDIPStrategy.start: initial_arrays do not match the model.")
+            self.server.state = {k: given[k].to(v.dtype) for k, v in self.server.state.items()}
+        self._offset = self.server.round
+        self._timeout = timeout
+        remaining = self.config.rounds - self.server.round
+        if remaining <= 0:
+            res = FlowerResult()
+            res.arrays = _state_to_record(self.server.state)
+            return res
+
+        wrapped = None
+        if evaluate_fn is not None:
+            def wrapped(rnd: int, arrs: ArrayRecord) -> MetricRecord | None:
+                done = rnd + self._offset
+                res = evaluate_fn(done, arrs)
+                if res is not None and done > 0 and len(self.server.history) >= done:
+                    self.server.history[done - 1].update(
+                        {k: float(v) for k, v in res.items() if isinstance(v, (int, float))})
+                return res
+
+        return super().start(grid, _state_to_record(self.server.state), num_rounds=remaining,
+                             timeout=timeout, train_config=train_config,
+                             evaluate_config=evaluate_config, evaluate_fn=wrapped)
+
+    _timeout: float | None = None
+
+
+def _as_dataset(data: Any) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(d, torch.Tensor) for d in data):
+        return TensorDataset(data[0], data[1])
+    raise TypeError(param_error("load_partition(...)", "make_client_app",
+                                "a torch Dataset or an (x, y) tuple of tensors",
+                                type(data).__name__))
+
+
+def make_client_app(model_fn: Callable[[], nn.Module],
+                    load_partition: Callable[[int, int], Any], *,
+                    load_test: Callable[[int, int], Any] | None = None,
+                    device: str | torch.device = "cpu") -> ClientApp:
+    """A Flower ``ClientApp`` that trains with :func:`dpf_local_train`.
+
+    Parameters
+    ----------
+    model_fn : callable
+        Builds a fresh model (same architecture as the server's).
+    load_partition : callable
+        ``load_partition(partition_id, num_partitions)`` returns this node's training data: a
+        torch ``Dataset`` or an ``(x, y)`` tuple of tensors. ``partition_id`` and
+        ``num_partitions`` come from the node config (simulation sets them; a SuperNode gets
+        them with ``--node-config "partition-id=0 num-partitions=10"``). Results are cached.
+    load_test : callable, optional
+        Same for a local test split; enables the ``evaluate`` handler (accuracy, loss).
+    device : str or torch.device
+        Where local training runs.
+
+    All training settings (epochs, batch size, lr_t, lambda_t, ...) arrive from the server in
+    the message's ``ConfigRecord``; batch order is seeded by ``(seed, round, partition)``.
+    """
+    app = ClientApp()
+    cache: dict[tuple[str, int, int], Dataset] = {}
+
+    def _data(kind: str, fn: Callable[[int, int], Any], pid: int, nparts: int) -> Dataset:
+        key = (kind, pid, nparts)
+        if key not in cache:
+            cache[key] = _as_dataset(fn(pid, nparts))
+            if len(cache[key]) == 0:
+                raise ValueError(f"Partition {pid} of {nparts} has no {kind} data.")
+        return cache[key]
+
+    def _ids(context: Context) -> tuple[int, int]:
+        if "partition-id" not in context.node_config:
+            raise KeyError("This node has no 'partition-id' in its node config; start the "
+                           "SuperNode with --node-config \"partition-id=<i> num-partitions=<n>\".")
+        return (int(context.node_config["partition-id"]),
+                int(context.node_config.get("num-partitions", 0)))
+
+    def _model(msg: Message) -> nn.Module:
+        model = model_fn().to(device)
+        state = msg.content["arrays"].to_torch_state_dict()
+        model.load_state_dict(state)
+        return model
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        pid, nparts = _ids(context)
+        return Message(RecordDict({"info": MetricRecord({"partition-id": pid,
+                                                         "num-partitions": nparts})}),
+                       reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        pid, nparts = _ids(context)
+        c = msg.content["config"]
+        model = _model(msg)
+        mask = None
+        if "mask" in msg.content:
+            mask = {k: v.bool().to(device)
+                    for k, v in msg.content["mask"].to_torch_state_dict().items()}
+        prunable = list(c["prunable"])
+        t, seed = int(c["round"]), int(c["seed"])
+        if mask is None and bool(c["round0_erk"]):
+            params = dict(model.named_parameters())
+            mask = {k: m.to(device) for k, m in
+                    erk_mask({k: params[k].shape for k in prunable}, float(c["erk_density"]),
+                             seed=client_seed(seed, t, pid)).items()}
+        data = _data("train", load_partition, pid, nparts)
+        loader = DataLoader(data, batch_size=int(c["batch_size"]), shuffle=True,
+                            generator=make_generator(client_seed(seed, t, pid)))
+        prox = float(c["prox_mu"])
+        global_state = ({k: v.detach().clone() for k, v in model.named_parameters()}
+                        if prox > 0 else None)
+        stats = dpf_local_train(model, mask, loader, epochs=int(c["local_epochs"]),
+                                lr=float(c["lr"]), lam=float(c["lambda"]),
+                                weight_decay=float(c["weight_decay"]),
+                                momentum=float(c["momentum"]), norm_p=float(c["norm_p"]),
+                                prox_mu=prox, global_state=global_state, prunable=prunable)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        up_mask = mask if str(c["upload"]) == "masked" else None
+        if up_mask is not None:
+            for k, m in up_mask.items():
+                state[k] = state[k] * m.to(state[k].dtype)
+        up = upload_stats(state, up_mask)
+        metrics = MetricRecord({"num-examples": int(stats["num_examples"]),
+                                "train-loss": float(stats["loss"]),
+                                "upload-bytes": up["bytes"], "upload-zeros": up["zeros"],
+                                "upload-numel": up["numel"]})
+        return Message(RecordDict({"arrays": _state_to_record(state), "metrics": metrics}),
+                       reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        if load_test is None:
+            raise ValueError("This ClientApp has no local test data (pass load_test= to "
+                             "make_client_app).")
+        pid, nparts = _ids(context)
+        model = _model(msg)
+        data = _data("test", load_test, pid, nparts)
+        correct, loss, n = 0, 0.0, 0
+        model.eval()
+        with torch.no_grad():
+            for x, y in DataLoader(data, batch_size=512):
+                out = model(x.to(device))
+                y = y.to(device)
+                loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+                n += int(y.shape[0])
+        metrics = MetricRecord({"num-examples": n, "accuracy": correct / n, "loss": loss / n})
+        return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def make_server_app(model_fn: Callable[[], nn.Module], config: FedDIPConfig, *,
+                    checkpoint: str | Path | None = None,
+                    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+                    node_wait_timeout: float = 120.0, reply_timeout: float = 3600.0
+                    ) -> ServerApp:
+    """A Flower ``ServerApp`` whose ``main`` runs :class:`FedDIPStrategy` for
+    ``config.rounds`` rounds (checkpointing to ``checkpoint`` if given)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedDIPStrategy(model_fn(), config, checkpoint=checkpoint,
+                                  node_wait_timeout=node_wait_timeout)
+        strategy.start(grid, timeout=reply_timeout, evaluate_fn=evaluate_fn)
+
+    return app
+
+
+def state_from_arrays(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """Torch state dict of an ``ArrayRecord`` (helper for ``evaluate_fn`` callbacks)."""
+    return arrays.to_torch_state_dict()
+
