@@ -19,8 +19,8 @@ from dnnkit.core.report import fmt, write_index
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="dnnkit: fourteen deep-learning papers as tested, reusable software.")
-console = Console()
-err = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(msg: str, code: int = 2) -> None:

@@ -4,7 +4,8 @@
   stratified splits, images scaled to [0, 1].
 - :func:`render_dsprites` / :func:`sample_dsprites`: a procedural dSprites generator with the
   original factor grid (shape square/ellipse/heart, 6 scales, 40 orientations, 32x32 positions),
-  vectorised in torch.
+  vectorised in torch; optionally coloured (:data:`DSPRITES_COLORS`, the red/green/blue/white
+  extension of Scimeca et al. 2022) and restricted to chosen factor levels.
 - :func:`read_idx` (MNIST IDX files) and :func:`read_cifar10_binary` (CIFAR-10 *binary* batches):
   plain byte readers, never pickles.
 """
@@ -20,13 +21,14 @@ import numpy as np
 import torch
 
 from dnnkit.core.seeding import make_generator, make_rng
-from dnnkit.core.validation import check_int, check_interval, check_tensor
+from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error, suggest
 
 __all__ = [
     "Split",
     "load_digits_split",
     "DSPRITES_GRID",
     "DSPRITES_SHAPES",
+    "DSPRITES_COLORS",
     "render_dsprites",
     "sample_dsprites",
     "read_idx",
@@ -100,6 +102,15 @@ def _inside(shape: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return torch.where(s == 0, square, torch.where(s == 1, ellipse, heart))
 
 
+#: Colours of the coloured dSprites variant (Scimeca et al. 2022): RGB multiplied onto the mask.
+DSPRITES_COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "white": (1.0, 1.0, 1.0),
+}
+
+
 def render_dsprites(
     shape: torch.Tensor,
     scale: torch.Tensor,
@@ -109,51 +120,116 @@ def render_dsprites(
     *,
     size: int = 64,
     batch_size: int = 4096,
+    color: torch.Tensor | None = None,
+    sprite_extent: float = 0.2,
+    pos_range: tuple[float, float] = (0.2, 0.8),
 ) -> torch.Tensor:
-    """Render binary dSprites images ``(N, 1, size, size)`` (float32 in {0, 1}) from factors.
+    """Render dSprites images from factors, fully vectorised over the batch.
 
     ``shape`` holds indices into :data:`DSPRITES_SHAPES`; ``scale`` is in [0.5, 1];
-    ``orientation`` in radians; ``pos_x``/``pos_y`` in [0, 1] (the sprite centre sweeps the
-    central part of the canvas as in the original). Fully vectorised over the batch.
+    ``orientation`` in radians; ``pos_x``/``pos_y`` in [0, 1] (the sprite centre sweeps
+    ``pos_range`` of the canvas). Without ``color`` the result is binary ``(N, 1, size, size)``
+    float32 in {0, 1}. With ``color`` (indices ``(N,)`` into :data:`DSPRITES_COLORS`, or RGB
+    values ``(N, 3)`` in [0, 1]) the colour is multiplied onto the mask: ``(N, 3, size, size)``.
+    ``sprite_extent`` is the side of a scale-1 square as a fraction of the canvas.
     """
-    check_int(size, "size", 8, 1024, where="render_dsprites")
+    where = "render_dsprites"
+    check_int(size, "size", 8, 1024, where=where)
+    check_interval(sprite_extent, "sprite_extent", 0.0, 1.0, closed="right", where=where)
+    if (not isinstance(pos_range, (tuple, list)) or len(pos_range) != 2
+            or not 0.0 <= float(pos_range[0]) <= float(pos_range[1]) <= 1.0):
+        raise ValueError(f"The 'pos_range' parameter of {where} must be a pair (lo, hi) with "
+                         f"0 <= lo <= hi <= 1. Got {pos_range!r} instead.")
     n = shape.shape[0]
     for name, t in (("scale", scale), ("orientation", orientation), ("pos_x", pos_x),
                     ("pos_y", pos_y)):
-        check_tensor(t, name, shape=(n,), where="render_dsprites")
+        check_tensor(t, name, shape=(n,), where=where)
     if n and (int(shape.min()) < 0 or int(shape.max()) > 2):
         raise ValueError("The 'shape' parameter of render_dsprites must hold indices in {0, 1, 2}.")
-    out = torch.empty(n, 1, size, size)
+    rgb = None
+    if color is not None:
+        color = check_tensor(color, "color", ndim=(1, 2), where=where)
+        if color.ndim == 1:
+            check_tensor(color, "color", shape=(n,), where=where)
+            if color.is_floating_point():
+                raise TypeError(param_error("color", where, "integer colour indices or (N, 3) "
+                                            "RGB values", f"dtype {color.dtype}"))
+            if n and (int(color.min()) < 0 or int(color.max()) >= len(DSPRITES_COLORS)):
+                raise ValueError(param_error("color", where, "indices in "
+                                             f"[0, {len(DSPRITES_COLORS) - 1}]",
+                                             f"range [{int(color.min())}, {int(color.max())}]"))
+            table = torch.tensor(list(DSPRITES_COLORS.values()), dtype=torch.float32)
+            rgb = table[color.long()]
+        else:
+            check_tensor(color, "color", shape=(n, 3), where=where)
+            rgb = color.float()
+            if n and (float(rgb.min()) < 0.0 or float(rgb.max()) > 1.0):
+                raise ValueError(param_error("color", where, "RGB values in [0, 1]",
+                                             f"range [{float(rgb.min())}, {float(rgb.max())}]"))
+    out = torch.empty(n, 1 if rgb is None else 3, size, size)
     grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")
-    half = 0.1  # half side of a scale-1 sprite, as a fraction of the canvas
+    half = sprite_extent / 2  # half side of a scale-1 sprite, as a fraction of the canvas
+    lo, span = float(pos_range[0]), float(pos_range[1]) - float(pos_range[0])
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
-        cx = 0.2 + 0.6 * pos_x[sl].float().view(-1, 1, 1)
-        cy = 0.2 + 0.6 * pos_y[sl].float().view(-1, 1, 1)
+        cx = lo + span * pos_x[sl].float().view(-1, 1, 1)
+        cy = lo + span * pos_y[sl].float().view(-1, 1, 1)
         th = orientation[sl].float().view(-1, 1, 1)
         r = half * scale[sl].float().view(-1, 1, 1)
         dx, dy = gx - cx, gy - cy
         u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
         v = (-torch.sin(th) * dx + torch.cos(th) * dy) / r
-        out[sl, 0] = _inside(shape[sl], u, v).float()
+        mask = _inside(shape[sl], u, v).float()
+        if rgb is None:
+            out[sl, 0] = mask
+        else:
+            out[sl] = mask.unsqueeze(1) * rgb[sl].view(-1, 3, 1, 1)
     return out
 
 
 def sample_dsprites(
-    n: int, *, seed: int | torch.Generator | None = 0, size: int = 64
+    n: int, *, seed: int | torch.Generator | None = 0, size: int = 64, color: bool = False,
+    allowed: dict[str, "np.ndarray | list[int] | tuple[int, ...]"] | None = None,
+    **render_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Draw ``n`` factor combinations uniformly from :data:`DSPRITES_GRID` and render them.
 
     Returns ``(images, factors)`` where ``factors`` maps each factor name to its grid *index*
     (int64, shape ``(n,)``). Use ``DSPRITES_GRID[name][index]`` for the value.
+
+    ``color=True`` also draws a colour index (key ``"color"``, into :data:`DSPRITES_COLORS`) and
+    returns RGB images. ``allowed`` restricts factors to chosen indices, e.g.
+    ``{"shape": [2], "color": [0, 1, 2]}`` (hearts in red, green or blue). Extra keyword
+    arguments (``sprite_extent``, ``pos_range``) go to :func:`render_dsprites`.
     """
-    check_int(n, "n", 0, 10_000_000, where="sample_dsprites")
+    where = "sample_dsprites"
+    check_int(n, "n", 0, 10_000_000, where=where)
+    sizes = {k: len(v) for k, v in DSPRITES_GRID.items()}
+    if color:
+        sizes["color"] = len(DSPRITES_COLORS)
+    choices: dict[str, torch.Tensor] = {}
+    for k, vals in (allowed or {}).items():
+        if k not in sizes:
+            raise KeyError(f"Unknown dSprites factor {k!r} in 'allowed' of {where}."
+                           f"{suggest(k, sizes)} Known: {list(sizes)}")
+        t = torch.as_tensor(np.asarray(vals, dtype=np.int64))
+        if t.ndim != 1 or t.numel() == 0 or int(t.min()) < 0 or int(t.max()) >= sizes[k]:
+            raise ValueError(param_error(f"allowed[{k!r}]", where, "a non-empty list of indices "
+                                         f"in [0, {sizes[k] - 1}]", list(np.asarray(vals))))
+        choices[k] = t
     g = make_generator(seed)
-    idx = {k: torch.randint(len(v), (n,), generator=g) for k, v in DSPRITES_GRID.items()}
-    vals = {k: torch.as_tensor(DSPRITES_GRID[k], dtype=torch.float32)[i] for k, i in idx.items()}
+    idx = {}
+    for k, m in sizes.items():
+        if k in choices:
+            idx[k] = choices[k][torch.randint(len(choices[k]), (n,), generator=g)]
+        else:
+            idx[k] = torch.randint(m, (n,), generator=g)
+    vals = {k: torch.as_tensor(DSPRITES_GRID[k], dtype=torch.float32)[idx[k]]
+            for k in DSPRITES_GRID}
     images = render_dsprites(idx["shape"], vals["scale"], vals["orientation"], vals["pos_x"],
-                             vals["pos_y"], size=size)
+                             vals["pos_y"], size=size, color=idx["color"] if color else None,
+                             **render_kwargs)
     return images, idx
 
 

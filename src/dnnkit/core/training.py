@@ -140,7 +140,7 @@ def fit(
             opt.step()
             if after_step is not None:
                 after_step(model)
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         hist.loss.append(total / count)
         if on_epoch is not None:
