@@ -1,0 +1,355 @@
+"""Calibration of model parameters to quoted prices: through a differentiable pricer
+(surrogate-in-the-loop, box-constrained, multi-start) or with an inverse network.
+
+References
+----------
+Karatas, Oskoui, Hirsa (2019), arXiv:1902.05810: calibration with the trained network.
+Spec section 2.5: route (A) ``theta* = argmin_{theta in box} sum_j w_j (f(theta, c_j) - p_j)^2``
+with ``theta = low + (high - low) sigmoid(z)``; route (B) an inverse map from a price grid to
+parameters (Horvath, Muguruza, Tomas 2021, "Deep learning volatility", section 3 discuss both).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dnnkit.core.seeding import make_generator
+from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.options.data import Box, Quotes
+from dnnkit.options.processes import check_contracts
+
+__all__ = ["CalibrationResult", "calibrate", "InverseCalibrator", "surrogate_price_fn"]
+
+
+@dataclass
+class CalibrationResult:
+    """Best parameters found, their names, the repricing RMSE under the pricer that was used,
+    the number of pricer evaluations, wall time and whether the best start converged."""
+
+    params: torch.Tensor
+    names: tuple[str, ...]
+    rmse: float
+    n_evals: int
+    wall_s: float
+    converged: bool
+    starts: list | None = None
+
+    def as_dict(self) -> dict:
+        return {"params": dict(zip(self.names, (float(v) for v in self.params))),
+                "rmse": self.rmse, "n_evals": self.n_evals, "wall_s": self.wall_s,
+                "converged": self.converged}
+
+
+def surrogate_price_fn(net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Row-wise ``price_fn(params (n, p), contracts (n, 4)) -> (n,)`` from a SurrogatePricer
+    (no box warnings: the calibration keeps the parameters inside the box by construction)."""
+
+    def f(params: torch.Tensor, contracts: torch.Tensor) -> torch.Tensor:
+        return net(torch.cat([params.to(contracts.dtype), contracts], -1))
+
+    return f
+
+
+def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str = "lm",
+              n_starts: int = 8, max_iter: int = 200, tol: float = 1e-10, seed=0
+              ) -> CalibrationResult:
+    """Calibrate parameters to quotes (spec 2.5, route A), box-constrained and multi-start.
+
+    Minimises ``sum_j w_j (f(theta, c_j) - p_j)^2`` over ``theta = low + (high - low)
+    sigmoid(z)`` from ``n_starts`` scrambled-Sobol starting points and returns the best. All
+    starts are solved together: one batched pricer call per iteration prices every start, and
+    the Jacobian comes from a single backward pass (the pricer is row-wise).
+
+    Parameters
+    ----------
+    price_fn : callable or SurrogatePricer
+        Row-wise pricer ``f(params (N, p), contracts (N, 4)) -> (N,)`` (prices per unit strike),
+        differentiable in ``params`` for ``lm``/``lbfgs``/``adam``: a :class:`SurrogatePricer`
+        (wrapped with :func:`surrogate_price_fn`, its contract features checked against its box)
+        or e.g. ``lambda p, c: price_european("heston", p, c)``.
+    quotes : Quotes
+    box : Box, optional
+        Parameter box; default: the first ``p`` features of the surrogate's box.
+    method : {"lm", "lbfgs", "adam", "nelder-mead"}
+        ``lm``: Levenberg-Marquardt with per-start damping; ``lbfgs``: strong-Wolfe L-BFGS on
+        the separable sum over starts; ``nelder-mead`` (scipy, per start) needs no gradients.
+    n_starts, max_iter : int
+    tol : float
+        Relative decrease of the objective below which a start counts as converged.
+    seed : int
+
+    Returns
+    -------
+    CalibrationResult
+        ``rmse`` is the unweighted repricing RMSE under ``price_fn``; ``n_evals`` counts batched
+        pricer calls.
+
+    Raises
+    ------
+    ValueError
+        Fewer quotes than parameters, an unknown method, quotes outside the surrogate's box.
+    """
+    from dnnkit.options.surrogate import SurrogatePricer
+
+    check_choice(method, "method", ("lm", "lbfgs", "adam", "nelder-mead"), where="calibrate")
+    check_int(n_starts, "n_starts", 1, where="calibrate")
+    check_int(max_iter, "max_iter", 1, where="calibrate")
+    if not isinstance(quotes, Quotes):
+        raise TypeError(param_error("quotes", "calibrate", "a Quotes", type(quotes).__name__))
+    if isinstance(price_fn, SurrogatePricer):
+        net = price_fn
+        p_dim = net.feature_box.dim - 4
+        if box is None:
+            fb = net.feature_box
+            box = Box(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
+        cbox = Box(net.feature_box.names[p_dim:], net.feature_box.low[p_dim:],
+                   net.feature_box.high[p_dim:])
+        bad = cbox.violations(quotes.contracts)
+        if bad:
+            raise ValueError("calibrate: quotes lie outside the surrogate's training box: "
+                             + "; ".join(bad) + ".")
+        price_fn = surrogate_price_fn(net)
+    if not isinstance(box, Box):
+        raise TypeError(param_error("box", "calibrate", "a Box of model parameters", box))
+    n, p = quotes.contracts.shape[0], box.dim
+    if n < p:
+        raise ValueError(param_error("quotes", "calibrate", f"at least {p} quotes (one per "
+                                     "parameter)", f"{n} quotes"))
+    c, y = quotes.contracts, quotes.prices
+    w = quotes.weights if quotes.weights is not None else torch.ones_like(y)
+    sw = torch.sqrt(w / w.sum() * n)
+    lo, hi = box.low.to(c), box.high.to(c)
+    S = n_starts
+    C = c.repeat(S, 1)
+    evals = [0]
+
+    def theta_of(z):
+        return lo + (hi - lo) * torch.sigmoid(z)
+
+    Y, SW = y.repeat(S), sw.repeat(S)
+
+    def rows(zr):                       # per-row z (s n, p) -> weighted residuals (s n,)
+        evals[0] += 1
+        k = zr.shape[0]
+        return SW[:k] * (price_fn(theta_of(zr), C[:k]) - Y[:k])
+
+    def resid(z):                       # z (s, p) -> residuals (s, n)
+        return rows(z.repeat_interleave(n, 0)).reshape(z.shape[0], n)
+
+    u = torch.quasirandom.SobolEngine(p, scramble=True, seed=int(
+        torch.randint(0, 2**31 - 1, (1,), generator=make_generator(seed)))).draw(
+        S, dtype=torch.float64)
+    z = torch.logit(0.05 + 0.9 * u)
+    t0 = time.perf_counter()
+    if method == "lm":
+        z, conv = _levenberg_marquardt(rows, resid, z, n, max_iter, tol)
+    elif method == "lbfgs":
+        z.requires_grad_(True)
+        opt = torch.optim.LBFGS([z], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
+                                tolerance_change=1e-14, line_search_fn="strong_wolfe",
+                                history_size=20)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.sum(resid(z) ** 2)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        z = z.detach()
+        conv = torch.full((S,), opt.state[opt._params[0]].get("n_iter", max_iter) < max_iter)
+    elif method == "adam":
+        z.requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.05)
+        prev = torch.full((S,), math.inf, dtype=torch.float64)
+        conv = torch.zeros(S, dtype=torch.bool)
+        for _ in range(max_iter * 5):
+            opt.zero_grad()
+            cost = torch.sum(resid(z) ** 2, 1)
+            cost.sum().backward()
+            opt.step()
+            conv = (prev - cost.detach()).abs() < tol * cost.detach().clamp(min=1e-300)
+            if bool(conv.all()):
+                break
+            prev = cost.detach()
+        z = z.detach()
+    else:
+        z, conv = _nelder_mead(resid, z, max_iter, tol)
+    with torch.no_grad():
+        cost = torch.sum(resid(z) ** 2, 1)
+    k = int(torch.argmin(cost))
+    with torch.no_grad():
+        theta = theta_of(z[k:k + 1])
+        rmse = float(torch.sqrt(torch.mean((price_fn(theta.expand(n, -1), c) - y) ** 2)))
+    return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0],
+                             time.perf_counter() - t0, bool(conv[k]), starts=cost.tolist())
+
+
+def _jacobian(rows, z, n):
+    """Residuals ``(S, n)`` and Jacobian ``(S, n, p)`` in one backward pass: each priced row
+    depends only on its own parameter row, so per-row leaf copies give the per-row gradients."""
+    S, p = z.shape
+    zr = z.detach().repeat_interleave(n, 0).requires_grad_(True)       # (S n, p)
+    r = rows(zr)
+    (g,) = torch.autograd.grad(r.sum(), zr)
+    return r.detach().reshape(S, n), g.reshape(S, n, p)
+
+
+def _levenberg_marquardt(rows, resid, z, n, max_iter, tol):
+    S, p = z.shape
+    lam = torch.full((S,), 1e-3, dtype=z.dtype)
+    r, J = _jacobian(rows, z, n)
+    cost = (r * r).sum(1)
+    conv = torch.zeros(S, dtype=torch.bool)
+    eye = torch.eye(p, dtype=z.dtype)
+    for _ in range(max_iter):
+        A = J.transpose(1, 2) @ J
+        g = (J.transpose(1, 2) @ r.unsqueeze(2)).squeeze(2)
+        D = torch.diag_embed(torch.diagonal(A, dim1=1, dim2=2).clamp(min=1e-12))
+        step = torch.linalg.solve(A + lam[:, None, None] * D + 1e-15 * eye, -g)
+        step = torch.where(conv[:, None], torch.zeros_like(step), step)
+        with torch.no_grad():
+            rc = resid(z + step)
+        cc = (rc * rc).sum(1)
+        better = (cc < cost) & ~conv
+        small = (cost - cc).abs() <= tol * cost.clamp(min=1e-300)
+        conv = conv | (better & small) | (lam > 1e12)
+        z = torch.where(better[:, None], z + step, z)
+        lam = torch.where(better, (lam / 3).clamp(min=1e-12), lam * 4)
+        if bool(conv.all()):
+            break
+        if bool(better.any()):
+            r, J = _jacobian(rows, z, n)
+            cost = (r * r).sum(1)
+    return z, conv
+
+
+def _nelder_mead(resid, z, max_iter, tol):
+    import numpy as np
+    from scipy.optimize import minimize
+
+    out, conv = [], []
+    for k in range(z.shape[0]):
+        def f(x):
+            with torch.no_grad():
+                r = resid(torch.as_tensor(x, dtype=z.dtype).unsqueeze(0))
+            return float((r * r).sum())
+
+        res = minimize(f, z[k].numpy(), method="Nelder-Mead",
+                       options={"maxiter": max_iter * 20, "xatol": 1e-8, "fatol": tol})
+        out.append(torch.as_tensor(np.asarray(res.x), dtype=z.dtype))
+        conv.append(bool(res.success))
+    return torch.stack(out), torch.tensor(conv)
+
+
+class InverseCalibrator(nn.Module):
+    """Inverse map from prices on a fixed contract grid to model parameters (spec 2.5, route B).
+
+    ``predict(prices (b, g)) -> params (b, p)``; the output layer is a ``tanh`` mapped onto the
+    parameter box, so predictions always lie in the box.
+
+    Parameters
+    ----------
+    grid_contracts : Tensor, shape (g, 4)
+        The fixed quotes grid ``[K/S, tau, r, q]`` (e.g. 9 strikes x 5 maturities).
+    param_box : Box
+        Parameter box that training surfaces are drawn from.
+    depth, width : int
+    """
+
+    def __init__(self, grid_contracts, param_box: Box, *, depth: int = 4, width: int = 128):
+        super().__init__()
+        c = check_contracts(grid_contracts, where="InverseCalibrator")
+        if not isinstance(param_box, Box):
+            raise TypeError(param_error("param_box", "InverseCalibrator", "a Box", param_box))
+        check_int(depth, "depth", 1, where="InverseCalibrator")
+        check_int(width, "width", 1, where="InverseCalibrator")
+        self.param_box = param_box
+        self.register_buffer("grid", c)
+        layers: list[nn.Module] = []
+        prev = c.shape[0]
+        for _ in range(depth):
+            layers += [nn.Linear(prev, width), nn.ELU()]
+            prev = width
+        layers += [nn.Linear(prev, param_box.dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("x_mean", torch.zeros(c.shape[0], dtype=torch.float64))
+        self.register_buffer("x_std", torch.ones(c.shape[0], dtype=torch.float64))
+
+    def surfaces(self, pricer, params: torch.Tensor) -> torch.Tensor:
+        """Price the grid for each row of ``params (b, p)`` -> ``(b, g)`` with ``pricer``
+        (a model name for :func:`price_european`, or ``f(params (n, p), contracts (n, 4))``)."""
+        from dnnkit.options.pricers import price_european
+
+        b, g = params.shape[0], self.grid.shape[0]
+        P = params.repeat_interleave(g, 0)
+        C = self.grid.repeat(b, 1)
+        with torch.no_grad():
+            out = price_european(pricer, P, C) if isinstance(pricer, str) else pricer(P, C)
+        return out.reshape(b, g).to(torch.float64)
+
+    def fit(self, pricer, n_surfaces: int, *, epochs: int = 2000, time_budget_s: float = 30.0,
+            lr: float = 2e-3, batch_size: int = 256, seed=0, surfaces=None) -> dict:
+        """Draw ``n_surfaces`` parameter sets from the box, price the grid, and train the map
+        (MSE on box-scaled parameters, learning rate decayed to 1 % over the budget).
+        Pass ``surfaces=(params, prices)`` to reuse labelled surfaces."""
+        check_int(n_surfaces, "n_surfaces", 2, where="InverseCalibrator.fit")
+        gen = make_generator(seed)
+        if surfaces is None:
+            params = self.param_box.sample(n_surfaces, "sobol", gen)
+            prices = self.surfaces(pricer, params)
+        else:
+            params, prices = surfaces
+        ok = torch.isfinite(prices).all(1)
+        params, prices = params[ok], prices[ok]
+        self.x_mean.copy_(prices.mean(0))
+        self.x_std.copy_(prices.std(0).clamp(min=1e-12))
+        Xn = ((prices - self.x_mean) / self.x_std).float()
+        Yn = self.param_box.to_unit(params).float().clamp(-0.999, 0.999)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        t0 = time.perf_counter()
+        hist = {"loss": []}
+        n = Xn.shape[0]
+        for ep in range(epochs):
+            frac = (time.perf_counter() - t0) / time_budget_s
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.01 ** min(1.0, frac)
+            perm = torch.randperm(n, generator=gen)
+            tot = 0.0
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = torch.mean((self.net(Xn[idx]) - Yn[idx]) ** 2)
+                loss.backward()
+                opt.step()
+                tot += float(loss.detach()) * idx.numel()
+            hist["loss"].append(tot / n)
+            if time.perf_counter() - t0 >= time_budget_s:
+                break
+        hist["epochs"] = len(hist["loss"])
+        hist["seconds"] = time.perf_counter() - t0
+        hist["n_surfaces"] = int(n)
+        return hist
+
+    def forward(self, prices: torch.Tensor) -> torch.Tensor:
+        xn = ((prices.to(self.x_mean) - self.x_mean) / self.x_std).to(self.net[0].weight.dtype)
+        u = self.net(xn).to(torch.float64)
+        lo, hi = self.param_box.low.to(u), self.param_box.high.to(u)
+        return lo + (hi - lo) * (u + 1) / 2
+
+    def predict(self, prices) -> torch.Tensor:
+        """Parameters ``(b, p)`` for price surfaces ``(b, g)`` (or one surface ``(g,)``)."""
+        x = check_tensor(prices, "prices", ndim=(1, 2), where="InverseCalibrator.predict")
+        x = x.unsqueeze(0) if x.ndim == 1 else x
+        if x.shape[1] != self.grid.shape[0]:
+            raise ValueError(param_error("prices", "InverseCalibrator.predict",
+                                         f"{self.grid.shape[0]} prices per surface (the grid)",
+                                         f"shape {tuple(x.shape)}"))
+        with torch.no_grad():
+            return self(x.to(torch.float64))
