@@ -124,7 +124,8 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     src, src_len
         ``(N, S)`` right-padded source ids in natural order and ``(N,)`` lengths.
     beam_size
-        ``B`` >= 1 (paper: 12). Larger than the target vocabulary is clamped with a warning.
+        ``B`` >= 1 (paper: 12). A beam larger than the target vocabulary is allowed with a
+        warning (it is not clamped: a beam that holds every sequence makes the search exact).
     max_len
         Most output tokens per sentence, ``</s>`` included; default ``2 * len + 10`` per source.
     length_penalty
@@ -161,7 +162,8 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     K = beam_size
     if K > V:
         log.warning("beam_search: beam_size %d is larger than the target vocabulary (%d); "
-                    "the beam cannot hold more than %d hypotheses after the first step", K, V, V)
+                    "the first step keeps at most %d hypotheses, later steps fill the beam",
+                    K, V, V - 2)
     N = src.shape[0]
     limits = (2 * src_len + 10) if max_len is None else torch.full_like(src_len, max_len)
     limits = limits.tolist()

@@ -70,8 +70,10 @@ def bleu(hyps: Sequence[str] | Sequence[Sequence[str]], refs: Sequence[str] | Se
 
 def bleu_signature(tokenize: str = "none") -> str:
     """sacrebleu's signature string for the BLEU settings :func:`bleu` uses."""
-    sb = _sacrebleu()
-    return str(sb.BLEU(tokenize=tokenize).get_signature())
+    check_choice(tokenize, "tokenize", _TOKENIZERS, where="bleu_signature")
+    metric = _sacrebleu().BLEU(tokenize=tokenize)
+    metric.corpus_score(["x"], [["x"]])       # sacrebleu fills the signature on first use
+    return str(metric.get_signature())
 
 
 def bleu_by_length(hyps: Sequence, refs: Sequence, src_lengths: Sequence[int], *,
