@@ -41,4 +41,4 @@ from dnnkit.adv_ntk.kernels import KernelSpec, ntk_kernel
 from dnnkit.adv_ntk.predict import AdvNTK
 from dnnkit.adv_ntk.train import fit_adv_ntk
 
-__all__ = ["KernelSpec", "ntk_kernel", "AdvNTK", "fit_adv_ntk", "pgd_attack", "robust_accuracy"]
+__all__ = ["AdvNTK", "KernelSpec", "fit_adv_ntk", "ntk_kernel", "pgd_attack", "robust_accuracy"]

@@ -17,7 +17,7 @@ from dnnkit.adv_ntk.kernels import KernelSpec
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
 
-__all__ = ["NTKLinear", "ntk_mlp", "empirical_ntk"]
+__all__ = ["NTKLinear", "empirical_ntk", "ntk_mlp"]
 
 
 class NTKLinear(nn.Module):
@@ -36,7 +36,7 @@ class NTKLinear(nn.Module):
         return self.w_scale * (x @ self.weight.T) + self.b_scale * self.bias
 
 
-def ntk_mlp(in_features: int, width: int, out_features: int, spec: KernelSpec = KernelSpec(), *,
+def ntk_mlp(in_features: int, width: int, out_features: int, spec: KernelSpec | None = None, *,
             seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64
             ) -> nn.Sequential:
     """Finite MLP whose NTK converges to ``ntk_kernel(..., spec)`` as ``width`` grows.
@@ -44,6 +44,7 @@ def ntk_mlp(in_features: int, width: int, out_features: int, spec: KernelSpec = 
     Flatten, ``spec.depth - 1`` x [NTKLinear(width), ReLU/erf], NTKLinear(out_features).
     """
     where = "ntk_mlp"
+    spec = KernelSpec() if spec is None else spec
     if spec.arch != "mlp":
         raise ValueError(param_error("spec", where, "an MLP KernelSpec", spec.arch))
     check_int(in_features, "in_features", 1, where=where)

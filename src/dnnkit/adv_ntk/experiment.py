@@ -38,7 +38,7 @@ class Config:
     n_seeds: int = 2              # data permutations ctx.seed, ctx.seed + 1, ...
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls(n_test=250, path=(1e-3, 1e-2, 0.1, 1.0, 10.0), adv_steps=15, eval_every=15,
                    n_seeds=1)
 
@@ -62,7 +62,7 @@ def _one_seed(seed: int, cfg: Config, ctx: RunContext) -> dict:
     spec = KernelSpec(depth=cfg.depth, w_std=cfg.w_std, b_std=cfg.b_std)
     xo, yo, xv, yv, xt, yt = _data(seed, cfg, ctx.device)
     alpha = 2.5 * cfg.eps / cfg.pgd_steps
-    attack = dict(eps=cfg.eps, steps=cfg.pgd_steps, alpha=alpha, clip=(-0.5, 0.5))
+    attack = {"eps": cfg.eps, "steps": cfg.pgd_steps, "alpha": alpha, "clip": (-0.5, 0.5)}
 
     def evaluate(model: AdvNTK, tag: int) -> tuple[float, float]:
         return robust_accuracy(model, xt, yt, generator=1000 * seed + tag, **attack)
@@ -215,16 +215,16 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         tables=[table],
         figures=["degeneration.png"],
         deviations=[
-            "Digits (1,797 8x8 images, 300 + 100 training points) instead of CIFAR-10/SVHN with "
-            "10,000 + 2,000 points, ε = 0.2 instead of 8/255 (at ε = 0.1 the effect nearly "
-            "vanishes on digits), Adv-NTK run for 30 instead of 50 steps.",
-            "Only the MLP-3 kernel is used here; the CNN kernel and other depths are checked "
-            "against neural-tangents in the tests, not trained on.",
-            "PGD is the standard one (gradient at the current iterate, projection around the "
-            "clean input); the official JAX PGD takes the gradient at the random start on every "
-            "iteration, so the paper's NTK numbers come from a weaker attack.",
-            "The paper's numeric tables could not be retrieved; claims are the qualitative "
-            "findings with ranges measured by an independent prototype.",
+            ("Digits (1,797 8x8 images, 300 + 100 training points) instead of CIFAR-10/SVHN with "
+             "10,000 + 2,000 points, ε = 0.2 instead of 8/255 (at ε = 0.1 the effect nearly "
+             "vanishes on digits), Adv-NTK run for 30 instead of 50 steps."),
+            ("Only the MLP-3 kernel is used here; the CNN kernel and other depths are checked "
+             "against neural-tangents in the tests, not trained on."),
+            ("PGD is the standard one (gradient at the current iterate, projection around the "
+             "clean input); the official JAX PGD takes the gradient at the random start on every "
+             "iteration, so the paper's NTK numbers come from a weaker attack."),
+            ("The paper's numeric tables could not be retrieved; claims are the qualitative "
+             "findings with ranges measured by an independent prototype."),
             "The finite-width AT curve of a wide MLP (optional in the issue) is not run.",
         ],
         oracle=("Kernels equal neural-tangents 0.6.5 kernel_fn (MLP depth 1-5, ReLU/erf, CNN) to "

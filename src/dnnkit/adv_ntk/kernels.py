@@ -20,9 +20,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dnnkit.core.validation import check_choice, check_int, check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_interval,
+    check_tensor,
+    param_error,
+)
 
-__all__ = ["KernelSpec", "ntk_kernel", "check_memory"]
+__all__ = ["KernelSpec", "check_memory", "ntk_kernel"]
 
 _GETS = ("nngp", "ntk")
 _ARCHS = ("mlp", "conv")
@@ -89,26 +95,47 @@ def check_memory(nbytes: float, what: str) -> None:
         )
 
 
-# --- activations: (Σ12, Σ11, Σ22) -> (K12, K̇12) and Σ -> K on the diagonal -----------------------
+# --- activations: (Σ12, sqrt Σ11, sqrt Σ22) -> (K12, K̇12); Σ -> K on the diagonal ------------------
+#
+# Blocks of pairs are large (up to N1 x N2 x H x W), so without autograd the pair functions work in
+# place and consume their ``s12`` argument; with autograd they build new tensors.
+
+_INV_2PI = 1.0 / (2 * math.pi)
 
 
-def _relu_pair(s12: torch.Tensor, s11: torch.Tensor, s22: torch.Tensor, need_dot: bool
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    norm = torch.sqrt(s11 * s22)
+def _set_diag_one(c: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Correlation of a point with itself is exactly 1 (``x @ x.T`` and ``(x * x).sum(1)`` round
+    differently; 1 - 1e-16 would move arccos by 1e-8 and K̇ by 1e-9)."""
+    if inplace:
+        torch.diagonal(c, 0, 0, 1).fill_(1.0)
+        return c
+    ones = torch.ones_like(torch.diagonal(c, 0, 0, 1))
+    return torch.diagonal_scatter(c, ones, 0, 0, 1)
+
+
+def _relu_pair(s12: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, need_dot: bool,
+               same: bool, inplace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    norm = r1 * r2
+    if inplace:
+        c = s12.div_(norm).clamp_(-1.0, 1.0)
+        if same:
+            _set_diag_one(c, True)
+        pt = torch.arccos(c).neg_().add_(math.pi)                 # π - θ
+        k = torch.sin(pt).addcmul_(pt, c).mul_(norm).mul_(_INV_2PI)
+        return k, (pt.mul_(_INV_2PI) if need_dot else None)
     c = (s12 / norm).clamp(-1.0, 1.0)
-    if c.requires_grad:
-        # exact value, gradient of arccos taken just inside (-1, 1) (finite, within 1e-6)
-        cg = c.clamp(-1.0 + _CLIP, 1.0 - _CLIP)
-        theta = torch.arccos(cg) + (torch.arccos(c) - torch.arccos(cg)).detach()
-    else:
-        theta = torch.arccos(c)
-    k = norm * (torch.sin(theta) + (math.pi - theta) * c) / (2 * math.pi)
-    kdot = (math.pi - theta) / (2 * math.pi) if need_dot else None
+    if same:
+        c = _set_diag_one(c, False)
+    # exact value; the gradient of arccos is taken just inside (-1, 1) so it stays finite
+    cg = c.clamp(-1.0 + _CLIP, 1.0 - _CLIP)
+    theta = torch.arccos(cg) + (torch.arccos(c) - torch.arccos(cg)).detach()
+    k = norm * (torch.sin(theta) + (math.pi - theta) * c) * _INV_2PI
+    kdot = (math.pi - theta) * _INV_2PI if need_dot else None
     return k, kdot
 
 
-def _erf_pair(s12: torch.Tensor, s11: torch.Tensor, s22: torch.Tensor, need_dot: bool
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _erf_pair(s12: torch.Tensor, s11: torch.Tensor, s22: torch.Tensor, need_dot: bool,
+              same: bool, inplace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     a = (1 + 2 * s11) * (1 + 2 * s22)
     k = (2 / math.pi) * torch.arcsin((2 * s12 / torch.sqrt(a)).clamp(-1.0, 1.0))
     kdot = (4 / math.pi) / torch.sqrt(a - 4 * s12**2) if need_dot else None
@@ -123,49 +150,53 @@ def _erf_diag(s: torch.Tensor) -> torch.Tensor:
     return (2 / math.pi) * torch.arcsin(2 * s / (1 + 2 * s))
 
 
+def _affine(t: torch.Tensor, a: float, b: float, inplace: bool) -> torch.Tensor:
+    return t.mul_(a).add_(b) if inplace else t * a + b
+
+
 # --- one block of pairs -----------------------------------------------------------------------
-
-
-def _exact_diag(sig: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Put the per-point variances on the diagonal of a block of pairs of a point with itself.
-
-    ``x @ x.T`` and ``(x * x).sum(1)`` round differently; without this the correlation of a
-    point with itself is 1 - 1e-16, arccos of it is 1e-8 and K̇ is off by 1e-9.
-    """
-    if d.ndim == 1:
-        return torch.diagonal_scatter(sig, d)
-    return torch.diagonal_scatter(sig, d.permute(1, 2, 0), 0, 0, 1)
 
 
 def _mlp_block(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
                d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """NNGP and NTK for a block; ``d1``/``d2`` are the per-layer diagonal variances; ``same``
-    means x1 and x2 are the same points (a diagonal block of a symmetric Gram matrix)."""
+    """NNGP and NTK for a block; ``d1``/``d2`` are the per-layer diagonal variances (square roots
+    for ReLU); ``same`` means a diagonal block of a symmetric Gram matrix."""
     w2, b2 = spec.w_std**2, spec.b_std**2
-    pair = _relu_pair if spec.activation == "relu" else _erf_pair
-    sig = w2 * (x1 @ x2.T) / x1.shape[1] + b2
-    ntk = sig if want_ntk else None
+    ip = not (torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad))
+    relu = spec.activation == "relu"
+    pair = _relu_pair if relu else _erf_pair
+    sig = _affine(x1 @ x2.T, w2 / x1.shape[1], b2, ip)
+    ntk = (sig.clone() if ip else sig) if want_ntk else None
     for layer in range(spec.depth - 1):
-        if same:
-            sig = _exact_diag(sig, d1[layer])
-        k, kdot = pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk)
-        sig = w2 * k + b2
+        if same and not relu:
+            sig = _exact_diag(sig, d1[layer], ip)
+        k, kdot = pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk, same, ip)
+        sig = _affine(k, w2, b2, ip)
         if want_ntk:
-            ntk = sig + w2 * kdot * ntk
+            ntk = ntk.mul_(kdot).mul_(w2).add_(sig) if ip else sig + w2 * kdot * ntk
     return sig, ntk
 
 
+def _exact_diag(sig: torch.Tensor, d: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Put the per-point variances on the diagonal of a same-points block (erf activation)."""
+    if inplace:
+        torch.diagonal(sig).copy_(d)
+        return sig
+    return torch.diagonal_scatter(sig, d)
+
+
 def _mlp_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
-    """Σˡ(x, x) for l = 1..depth (cheap, per point)."""
+    """Σˡ(x, x) for l = 1..depth (cheap, per point); square roots of them for ReLU."""
     w2, b2 = spec.w_std**2, spec.b_std**2
-    diag = _relu_diag if spec.activation == "relu" else _erf_diag
+    relu = spec.activation == "relu"
+    diag = _relu_diag if relu else _erf_diag
     s = w2 * (x * x).sum(1) / x.shape[1] + b2
     out = [s]
     for _ in range(spec.depth - 1):
         s = w2 * diag(s) + b2
         out.append(s)
-    return out
+    return [torch.sqrt(v) for v in out] if relu else out
 
 
 def _pool(t: torch.Tensor) -> torch.Tensor:
@@ -176,13 +207,13 @@ def _pool(t: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
-    """Per-position Σˡ(x, x) maps (N, H, W) after each conv layer."""
+    """Square roots of the per-position Σˡ(x, x) maps (N, H, W) after each conv layer."""
     w2, b2 = spec.w_std**2, spec.b_std**2
     k = (x * x).mean(1)
     out = []
     for _ in range(spec.depth):
         s = w2 * _pool(k) + b2
-        out.append(s)
+        out.append(torch.sqrt(s))
         k = _relu_diag(s)
     return out
 
@@ -191,16 +222,21 @@ def _conv_block(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
                 d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     w2, b2 = spec.w_std**2, spec.b_std**2
-    k = torch.einsum("ichw,jchw->ijhw", x1, x2) / x1.shape[1]
+    ip = not (torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad))
+    k = torch.einsum("ichw,jchw->ijhw", x1, x2).div_(x1.shape[1]) if ip else \
+        torch.einsum("ichw,jchw->ijhw", x1, x2) / x1.shape[1]
     theta = None
     kdot = None
     for layer in range(spec.depth):
-        sig = w2 * _pool(k) + b2
+        sig = _affine(_pool(k), w2, b2, ip)
         if want_ntk:
-            theta = sig if theta is None else sig + w2 * _pool(theta * kdot)
-        if same:
-            sig = _exact_diag(sig, d1[layer])
-        k, kdot = _relu_pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk)
+            if theta is None:
+                theta = sig.clone() if ip else sig
+            elif ip:
+                theta = _pool(theta.mul_(kdot)).mul_(w2).add_(sig)
+            else:
+                theta = sig + w2 * _pool(theta * kdot)
+        k, kdot = _relu_pair(sig, d1[layer][:, None], d2[layer][None, :], want_ntk, same, ip)
     nngp = w2 * k.mean((-2, -1)) + b2
     ntk = nngp + w2 * (theta * kdot).mean((-2, -1)) if want_ntk else None
     return nngp, ntk
@@ -227,7 +263,7 @@ def _prepare(x: torch.Tensor, name: str, spec: KernelSpec) -> torch.Tensor:
 def ntk_kernel(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,
-    spec: KernelSpec = KernelSpec(),
+    spec: KernelSpec | None = None,
     *,
     get: str | Sequence[str] = "ntk",
     batch_size: int = 2048,
@@ -241,8 +277,8 @@ def ntk_kernel(
         differentiable with respect to ``x1`` (used by PGD on kernel predictors).
     x2 : torch.Tensor, optional
         ``(N2, ...)`` inputs with the same feature shape; ``None`` means ``x1``.
-    spec : KernelSpec
-        Architecture, depth, ``w_std``, ``b_std`` and activation.
+    spec : KernelSpec, optional
+        Architecture, depth, ``w_std``, ``b_std`` and activation (default ``KernelSpec()``).
     get : str or sequence of str
         ``"ntk"`` (default), ``"nngp"``, or a sequence of both.
     batch_size : int
@@ -278,6 +314,7 @@ def ntk_kernel(
     >>> k["ntk"].shape, bool(torch.allclose(k["ntk"], k["ntk"].T))
     (torch.Size([5, 5]), True)
     """
+    spec = KernelSpec() if spec is None else spec
     if not isinstance(spec, KernelSpec):
         raise TypeError(param_error("spec", "ntk_kernel", "a KernelSpec", type(spec).__name__))
     single = isinstance(get, str)

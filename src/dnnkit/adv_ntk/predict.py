@@ -12,10 +12,17 @@ All of them are ``f(x) = Θ(x, X) P`` with ``P = Θ⁻¹ (I - exp(-Θ D)) Y`` (f
   diagonalised regularisation matrix that replaces the time-dependent term of the closed-form AT
   dynamics.
 
-``P`` is evaluated without inverting Θ: ``P = D φ(Θ D) Y`` with ``φ(A) = A⁻¹ (I - e^{-A})``, and
-``φ(A) Y`` is the top-right block of ``expm([[-A, Y], [0, 0]])`` (Van Loan 1978). This is smooth in
-ϖ (no eigen-decomposition whose backward breaks at repeated eigenvalues, e.g. at ϖ = 0) and does not
-need Θ to be well conditioned.
+Two exact evaluations of ``P`` (``method`` of :class:`AdvNTK`):
+
+- ``"eigh"`` (default when Θ is well conditioned): ΘD is similar to the symmetric
+  ``T = Θ^{1/2} D Θ^{1/2}``, so ``P = Θ^{-1/2} (I - e^{-T}) Θ^{-1/2} Y`` from one symmetric
+  eigendecomposition ``T = Q Λ Qᵀ`` per step. The gradient in ϖ uses the Daleckii-Krein formula with
+  divided differences ``(e^{-λj} - e^{-λi}) / (λi - λj) = e^{-min} φ(|λi - λj|)``, which stay
+  exact when eigenvalues coincide (e.g. at ϖ = 0, where ``torch.linalg.eigh``'s own backward is
+  NaN). Cost: one eigh and a few M x M products, about 10x cheaper than differentiating an expm.
+- ``"expm"`` (fallback for singular / ill-conditioned Θ): ``P = D φ(Θ D) Y`` with
+  ``φ(A) = A⁻¹ (I - e^{-A})``, where ``φ(A) Y`` is the top-right block of
+  ``expm([[-A, Y], [0, 0]])`` (Van Loan 1978); needs no inverse of Θ at all.
 """
 
 from __future__ import annotations
@@ -26,9 +33,18 @@ import math
 import torch
 
 from dnnkit.adv_ntk.kernels import KernelSpec, check_memory, ntk_kernel
-from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_interval,
+    check_tensor,
+    param_error,
+)
 
-__all__ = ["AdvNTK", "one_hot", "signed_abs", "phi_times"]
+__all__ = ["AdvNTK", "one_hot", "phi_times", "signed_abs"]
+
+# largest condition number of Θ for which the "eigh" method (which uses Θ^{-1/2}) is chosen
+_MAX_COND = 1e8
 
 log = logging.getLogger("dnnkit")
 
@@ -84,6 +100,43 @@ def phi_times(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_exp(torch.cat([top, bottom], 0))[:m, m:]
 
 
+def _phi(x: torch.Tensor) -> torch.Tensor:
+    """``(1 - e^{-x}) / x`` with value 1 at 0 (x >= 0)."""
+    safe = torch.where(x > 0, x, torch.ones_like(x))
+    return torch.where(x > 0, -torch.expm1(-safe) / safe, torch.ones_like(x))
+
+
+class _EighWeights(torch.autograd.Function):
+    """``d -> Θ^{-1/2} (I - exp(-Θ^{1/2} diag(d) Θ^{1/2})) Z`` with ``Z = Θ^{-1/2} y`` (one column
+    set), differentiable in ``d`` (Daleckii-Krein, stable divided differences)."""
+
+    @staticmethod
+    def forward(d, half, ihalf, z):
+        t = (half * d[None, :]) @ half
+        lam, q = torch.linalg.eigh((t + t.T) / 2)
+        lam = lam.clamp_min(0.0)
+        qz = q.T @ z
+        p = ihalf @ (q @ (-torch.expm1(-lam))[:, None].mul(qz))
+        return p, lam, q, qz
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, half, ihalf, _ = inputs
+        _, lam, q, qz = output
+        ctx.save_for_backward(half, ihalf, lam, q, qz)
+        ctx.mark_non_differentiable(lam, q, qz)
+
+    @staticmethod
+    def backward(ctx, grad_p, *_):
+        half, ihalf, lam, q, qz = ctx.saved_tensors
+        qa = q.T @ (ihalf @ grad_p)                        # Qᵀ Θ^{-1/2} G
+        lo = torch.minimum(lam[:, None], lam[None, :])
+        f = torch.exp(-lo) * _phi((lam[:, None] - lam[None, :]).abs())
+        k = q @ (f * (qa @ qz.T)) @ q.T                    # adjoint Fréchet derivative
+        grad_d = ((half @ k) * half).sum(1)               # diag(Θ^{1/2} K Θ^{1/2})
+        return grad_d, None, None, None
+
+
 class AdvNTK(torch.nn.Module):
     """Kernel predictor ``f(x) = Θ(x, X) Θ⁻¹ (I - exp(-Θ diag|ϖ|)) Y`` of an infinite-width net.
 
@@ -93,8 +146,9 @@ class AdvNTK(torch.nn.Module):
         ``(M, ...)`` training inputs (the optimisation set ``D_opt`` for Adv-NTK).
     y_train : torch.Tensor
         ``(M,)`` integer labels (one-hot encoded) or ``(M, c)`` regression targets.
-    spec : KernelSpec
-        The infinite-width architecture whose NTK is used.
+    spec : KernelSpec, optional
+        The infinite-width architecture whose NTK is used (default ``KernelSpec()``: ReLU MLP-3,
+        w_std 1.76, b_std 0.18).
     varpi : float or torch.Tensor
         ϖ: a scalar (broadcast to every training sample), an ``(M,)`` vector, or ``(M, c)`` with
         ``per_class=True``. ``lr * t`` gives gradient flow at time t; ``math.inf`` gives the t -> ∞
@@ -109,6 +163,9 @@ class AdvNTK(torch.nn.Module):
         Computation dtype (float64 by default; float32 is warned about for M > 2000).
     trainable : bool
         Whether ϖ is a trainable ``nn.Parameter`` (ignored for ``varpi = inf``).
+    method : {"auto", "eigh", "expm"}
+        How ``P`` is evaluated (see the module docstring): ``"auto"`` picks ``"eigh"`` when
+        cond(Θ) <= 1e8, else ``"expm"`` (inverse-free, about 10x slower).
 
     Attributes
     ----------
@@ -140,12 +197,13 @@ class AdvNTK(torch.nn.Module):
     """
 
     def __init__(self, x_train: torch.Tensor, y_train: torch.Tensor,
-                 spec: KernelSpec = KernelSpec(), *, varpi: float | torch.Tensor = 0.0,
+                 spec: KernelSpec | None = None, *, varpi: float | torch.Tensor = 0.0,
                  per_class: bool = False, num_classes: int | None = None,
                  diag_reg: float = 0.0, dtype: torch.dtype = torch.float64,
-                 trainable: bool = True) -> None:
+                 trainable: bool = True, method: str = "auto") -> None:
         super().__init__()
         where = "AdvNTK"
+        spec = KernelSpec() if spec is None else spec
         if not isinstance(spec, KernelSpec):
             raise TypeError(param_error("spec", where, "a KernelSpec", type(spec).__name__))
         x_train = check_tensor(x_train, "x_train", where=where)
@@ -194,6 +252,23 @@ class AdvNTK(torch.nn.Module):
         self.varpi = torch.nn.Parameter(v, requires_grad=bool(trainable) and not self.infinite)
         self._cache: tuple[int, torch.Tensor] | None = None
         self.register_buffer("inf_weights", self._solve(gram, y) if self.infinite else None)
+        check_choice(method, "method", ("auto", "eigh", "expm"), where=where)
+        half = ihalf = None
+        if not self.infinite and method != "expm":
+            w, u = torch.linalg.eigh(gram)
+            ok = float(w[0]) > float(w[-1]) / _MAX_COND
+            if method == "eigh" and not ok:
+                raise ValueError(f"method='eigh' needs a well-conditioned NTK Gram matrix (cond "
+                                 f"<= {_MAX_COND:g}); smallest eigenvalue {float(w[0]):.3e}, "
+                                 f"largest {float(w[-1]):.3e}. Use method='expm' or diag_reg > 0.")
+            if ok:
+                root = w.clamp_min(0).sqrt()
+                half = (u * root) @ u.T
+                ihalf = (u / root) @ u.T
+        self.method = "eigh" if half is not None else ("inf" if self.infinite else "expm")
+        self.register_buffer("gram_half", half)
+        self.register_buffer("gram_ihalf", ihalf)
+        self.register_buffer("z_train", ihalf @ y if ihalf is not None else None)
 
     @staticmethod
     def _solve(gram: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -222,7 +297,14 @@ class AdvNTK(torch.nn.Module):
                 and self._cache[1].device == v.device:
             return self._cache[1]
         d = signed_abs(v)
-        if self.per_class:
+        if self.method == "eigh":
+            h, ih, z = self.gram_half, self.gram_ihalf, self.z_train
+            if self.per_class:
+                p = torch.cat([_EighWeights.apply(d[:, k], h, ih, z[:, k:k + 1])[0]
+                               for k in range(d.shape[1])], 1)
+            else:
+                p = _EighWeights.apply(d, h, ih, z)[0]
+        elif self.per_class:
             cols = [d[:, k:k + 1] * phi_times(self.gram * d[:, k][None, :], self.y_train[:, k:k + 1])
                     for k in range(d.shape[1])]
             p = torch.cat(cols, 1)

@@ -26,7 +26,7 @@ __all__ = ["fit_adv_ntk"]
 def fit_adv_ntk(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    spec: KernelSpec = KernelSpec(),
+    spec: KernelSpec | None = None,
     *,
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
@@ -56,8 +56,8 @@ def fit_adv_ntk(
         ``x_val``, they are split at random into ``D_opt`` (``N - val_size`` points, the kernel
         predictor's training set) and ``D_val`` (``val_size`` points, used to learn ϖ). With
         ``x_val``/``y_val``, all of ``x_train`` is ``D_opt``.
-    spec : KernelSpec
-        Infinite-width architecture.
+    spec : KernelSpec, optional
+        Infinite-width architecture (default ``KernelSpec()``).
     val_size : int
         Size of ``D_val`` when it is drawn from ``x_train`` (paper: 2000 of 12000).
     steps, batch_size, lr, weight_decay, grad_norm
@@ -105,6 +105,7 @@ def fit_adv_ntk(
     (torch.Size([30]), 3, True)
     """
     where = "fit_adv_ntk"
+    spec = KernelSpec() if spec is None else spec
     x_train = check_tensor(x_train, "x_train", where=where)
     n = x_train.shape[0] if x_train.ndim >= 1 else 0
     steps = check_int(steps, "steps", 0, where=where)
