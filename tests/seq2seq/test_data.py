@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from dnnkit.seq2seq.data import (Vocab, gettext_parallel_corpus, load_parallel_text, make_batches,
-                                 read_po_pairs, toy_translation_corpus)
+from dnnkit.seq2seq.data import (
+    Vocab,
+    gettext_parallel_corpus,
+    load_parallel_text,
+    make_batches,
+    read_po_pairs,
+    toy_translation_corpus,
+)
 from dnnkit.seq2seq.recipe import steps_per_epoch
 
 
 def test_vocab_frequency_order_specials_and_unk():
-    v = Vocab("b a b c b a".split())
+    v = Vocab(["b", "a", "b", "c", "b", "a"])
     assert v.itos[:4] == ["<pad>", "<s>", "</s>", "<unk>"]
     assert v.itos[4:] == ["b", "a", "c"]              # by frequency, ties alphabetical
     assert (v.pad_id, v.bos_id, v.eos_id, v.unk_id) == (0, 1, 2, 3)
     assert v.encode(["a", "zzz"], add_eos=True) == [5, 3, 2]
     assert v.decode([1, 5, 3, 2, 4, 4]) == ["a", "<unk>"]          # stops at </s>
     assert v.decode([1, 5, 2], strip_special=False) == ["<s>", "a", "</s>"]
-    small = Vocab("b a b c b a".split(), max_size=1)
+    small = Vocab(["b", "a", "b", "c", "b", "a"], max_size=1)
     assert len(small) == 5 and small.encode(["a"]) == [small.unk_id]
-    assert len(Vocab("b a b c b a".split(), min_freq=2)) == 6
+    assert len(Vocab(["b", "a", "b", "c", "b", "a"], min_freq=2)) == 6
 
 
 def test_vocab_bad_input():

@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from dnnkit.seq2seq.data import pad_sequences
-from dnnkit.seq2seq.decode import (StepDecoder, beam_search, check_ensemble, rescore_nbest,
-                                   score_hypotheses)
+from dnnkit.seq2seq.decode import (
+    StepDecoder,
+    beam_search,
+    check_ensemble,
+    rescore_nbest,
+    score_hypotheses,
+)
 from dnnkit.seq2seq.model import LSTMSeq2Seq, Seq2SeqConfig
 from dnnkit.seq2seq.recipe import TrainConfig, train
 

@@ -95,7 +95,7 @@ def test_log_prob_equals_sum_of_decoder_steps():
 def test_float64_model_follows_dtype():
     m = tiny().double()
     src, sl = batch([[4, 5, 6]])
-    tgt, tl = batch([[4, 2]])
+    tgt, _tl = batch([[4, 2]])
     assert m.encode(src, sl)[0].dtype == torch.float64
     assert m(src, sl, tgt).dtype == torch.float64
 

@@ -21,7 +21,7 @@ def model(seed=0, hidden=16, **kw):
 
 
 def adam(**kw):
-    base = dict(optimizer="adam", lr=0.02, batch_size=5, halve_after_epochs=1e6)
+    base = {"optimizer": "adam", "lr": 0.02, "batch_size": 5, "halve_after_epochs": 1e6}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -34,5 +34,5 @@ from dnnkit.seq2seq.metrics import bleu
 from dnnkit.seq2seq.model import LSTMSeq2Seq, Seq2SeqConfig
 from dnnkit.seq2seq.recipe import train
 
-__all__ = ["Seq2SeqConfig", "LSTMSeq2Seq", "train", "beam_search", "bleu",
-           "toy_translation_corpus"]
+__all__ = ["LSTMSeq2Seq", "Seq2SeqConfig", "beam_search", "bleu", "toy_translation_corpus",
+           "train"]

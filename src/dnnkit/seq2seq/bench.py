@@ -92,10 +92,10 @@ def _bench(quick: bool) -> list[Timing]:
     src, src_len = pad_sequences(seqs)
     max_len = 30            # an untrained model rarely ends: fix the work per sentence
     for beam in ((1, 12) if quick else (1, 2, 12)):
-        def batched() -> None:
+        def batched(beam: int = beam) -> None:
             beam_search(m, src, src_len, beam_size=beam, max_len=max_len)
 
-        def one_by_one() -> None:
+        def one_by_one(beam: int = beam) -> None:
             for s in seqs:
                 beam_search(m, torch.tensor([s]), torch.tensor([len(s)]), beam_size=beam,
                             max_len=max_len)

@@ -17,8 +17,16 @@ import torch
 from dnnkit.core.seeding import make_rng
 from dnnkit.core.validation import check_int, check_interval, param_error
 
-__all__ = ["Vocab", "toy_translation_corpus", "load_parallel_text", "read_po_pairs",
-           "gettext_parallel_corpus", "make_batches", "pad_sequences", "check_id_sequences"]
+__all__ = [
+    "Vocab",
+    "check_id_sequences",
+    "gettext_parallel_corpus",
+    "load_parallel_text",
+    "make_batches",
+    "pad_sequences",
+    "read_po_pairs",
+    "toy_translation_corpus",
+]
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 
@@ -298,7 +306,7 @@ def gettext_parallel_corpus(lang: str = "fr") -> list[tuple[str, str]]:
         When the installed Django has no catalogue for ``lang``.
     """
     try:
-        import django  # noqa: PLC0415
+        import django
     except ImportError as exc:
         raise ImportError("gettext_parallel_corpus needs Django's shipped catalogues: "
                           "pip install django") from exc

@@ -21,8 +21,14 @@ from dnnkit.core.validation import check_choice, check_int, check_interval, para
 from dnnkit.seq2seq.data import check_id_sequences, pad_sequences
 from dnnkit.seq2seq.model import check_padded
 
-__all__ = ["StepDecoder", "Hypothesis", "beam_search", "score_hypotheses", "rescore_nbest",
-           "check_ensemble"]
+__all__ = [
+    "Hypothesis",
+    "StepDecoder",
+    "beam_search",
+    "check_ensemble",
+    "rescore_nbest",
+    "score_hypotheses",
+]
 
 log = logging.getLogger("dnnkit")
 

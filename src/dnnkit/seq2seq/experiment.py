@@ -55,7 +55,7 @@ class Config:
     min_bleu_gain: float = 10.0            # reversed - forward BLEU at the largest beam
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls(n_train=3000, n_test=80, hidden=96, emb_dim=32, steps=90, batch_size=32,
                    lr=1e-2, beams=(1, 2), parallel=False, converged_loss_ratio=0.7,
                    max_reversed_ppl=12.0, min_bleu_gain=0.0)
@@ -75,8 +75,8 @@ def _run_one(cfg_dict: dict, reverse: bool, seed: int, out_dir: str) -> dict:
     cfg = Config(**{**cfg_dict, "beams": tuple(cfg_dict["beams"])})
     torch.set_num_threads(1)
     t_start, c_start = time.perf_counter(), time.process_time()
-    grammar = dict(max_len=cfg.max_len, n_nouns=cfg.n_nouns, n_adjs=cfg.n_adjs,
-                   n_verbs=cfg.n_verbs, p_conj=cfg.p_conj)
+    grammar = {"max_len": cfg.max_len, "n_nouns": cfg.n_nouns, "n_adjs": cfg.n_adjs,
+                   "n_verbs": cfg.n_verbs, "p_conj": cfg.p_conj}
     train_txt = toy_translation_corpus(cfg.n_train, seed=seed * 1000 + 1, **grammar)
     test_txt = toy_translation_corpus(cfg.n_test, seed=seed * 1000 + 2, **grammar)
     sv = Vocab([w for s, _ in train_txt for w in s])
@@ -250,20 +250,20 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     figures = _figures(ctx, runs, cfg)
     rev_by = [by_r.get(lab, {}).get("bleu") for lab in labels if lab in by_r]
     deviations = [
-        "Toy-translation grammar made by the library (10 nouns, 4 adjectives, 6 verbs, p_conj "
+        ("Toy-translation grammar made by the library (10 nouns, 4 adjectives, 6 verbs, p_conj "
         f"{cfg.p_conj}, sentences up to {cfg.max_len} words) instead of WMT'14 en-fr (12M "
-        "pairs); load_parallel_text reads WMT-style files, not used here.",
-        f"{cfg.layers} x {cfg.hidden} LSTM layers, embeddings {cfg.emb_dim} (paper: 4 x 1000, "
+        "pairs); load_parallel_text reads WMT-style files, not used here."),
+        (f"{cfg.layers} x {cfg.hidden} LSTM layers, embeddings {cfg.emb_dim} (paper: 4 x 1000, "
         f"1000); {cfg.steps} steps of {cfg.optimizer} lr {cfg.lr} with batch {cfg.batch_size} "
         f"(~{fwd['epochs']:.2f} epochs) instead of 7.5 epochs of SGD 0.7 with halving; clipping "
         f"at {cfg.clip_norm} as in the paper. The SGD recipe is implemented and unit-tested, "
-        "not used at this budget.",
+        "not used at this budget."),
         "torch.nn.LSTM (no peephole connections) instead of the Graves LSTM the paper cites.",
-        "Single models only in this run (ensembles and n-best rescoring are implemented and "
-        "tested, not reproduced: no SMT baseline to rescore).",
-        "At this budget the reversed model still degrades with length (BLEU by bucket "
+        ("Single models only in this run (ensembles and n-best rescoring are implemented and "
+        "tested, not reproduced: no SMT baseline to rescore)."),
+        ("At this budget the reversed model still degrades with length (BLEU by bucket "
         f"{', '.join(f'{x:.1f}' for x in rev_by)}): the paper's 'no degradation for sentences "
-        "under 35 words' is not reproduced and not claimed.",
+        "under 35 words' is not reproduced and not claimed."),
         "Equal budget = equal number of optimiser steps with the same seed and batch order; "
         "each model trained single-threaded" + (" in its own process, both in parallel."
                                                 if cfg.parallel else ", one after the other."),

@@ -14,7 +14,7 @@ _TOKENIZERS = ("none", "13a", "intl", "char", "zh", "ja-mecab", "ko-mecab", "flo
 
 def _sacrebleu():
     try:
-        import sacrebleu  # noqa: PLC0415
+        import sacrebleu
     except ImportError as exc:
         raise ImportError("dnnkit.seq2seq.bleu needs sacrebleu: pip install 'dnnkit[nlp]'") from exc
     return sacrebleu

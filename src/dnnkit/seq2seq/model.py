@@ -15,7 +15,7 @@ from torch import nn
 from dnnkit.core.seeding import SeedLike, make_generator
 from dnnkit.core.validation import check_int, check_interval, param_error
 
-__all__ = ["Seq2SeqConfig", "LSTMSeq2Seq", "reverse_padded", "check_padded"]
+__all__ = ["LSTMSeq2Seq", "Seq2SeqConfig", "check_padded", "reverse_padded"]
 
 State = tuple[torch.Tensor, torch.Tensor]
 

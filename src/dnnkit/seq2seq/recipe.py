@@ -24,7 +24,7 @@ from dnnkit.core.validation import check_choice, check_int, check_interval, chec
 from dnnkit.seq2seq.data import check_id_sequences, make_batches
 from dnnkit.seq2seq.model import LSTMSeq2Seq
 
-__all__ = ["TrainConfig", "train", "lr_at", "perplexity", "steps_per_epoch"]
+__all__ = ["TrainConfig", "lr_at", "perplexity", "steps_per_epoch", "train"]
 
 log = logging.getLogger("dnnkit")
 
