@@ -28,7 +28,7 @@ $(BIN)/.core: pyproject.toml
 # torchattacks go in with --no-deps: their declared torchvision requirement would replace torch.
 $(BIN)/.dev: $(BIN)/.core pyproject.toml
 	$(PIP) install "$(TORCH)" -e ".[dev,oracles,fl,nlp]"
-	$(PIP) install --no-deps zennit==0.5.1
+	$(PIP) install --no-deps zennit==0.5.1 torchattacks==3.5.1
 	touch $@
 
 venv: $(BIN)/.core
