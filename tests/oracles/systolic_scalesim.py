@@ -6,12 +6,14 @@ dnnkit. Input (stdin, JSON)::
     {"rows": 64, "cols": 64, "dataflow": "os",
      "topology": "<SCALE-Sim topology CSV text>", "gemm": false}
 
+or ``"dataflows": ["os", "ws", "is"]`` instead of ``"dataflow"`` to run several in one process.
 ``gemm`` selects SCALE-Sim's M,N,K topology format instead of the convolution format. Layers whose
 name contains ``DP`` are expanded by SCALE-Sim itself into one single-channel layer per channel.
 
 Output (stdout, JSON): ``{"scalesim": version, "layers": [{"name", "total_cycles",
 "cycles_with_prefetch", "stall_cycles", "overall_util", "mapping_eff", "compute_util",
-"seconds"}, ...]}``, one entry per layer as SCALE-Sim lists it (depthwise layers expanded).
+"seconds"}, ...]}``, one entry per layer as SCALE-Sim lists it (depthwise layers expanded);
+with ``"dataflows"``: ``{"scalesim": version, "results": {dataflow: [layer, ...]}}``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ UseRamulatorTrace = False
 LAYOUT_HEADER = "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels,\n"
 
 
-def run(request: dict) -> dict:
+def run(request: dict, dataflow: str) -> list[dict]:
     from scalesim.layout_utils import layouts
     from scalesim.scale_config import scale_config
     from scalesim.single_layer_sim import single_layer_sim
@@ -80,7 +82,7 @@ def run(request: dict) -> dict:
         layout_path = os.path.join(tmp, "layout.csv")
         with open(cfg_path, "w") as fh:
             fh.write(CONFIG.format(rows=int(request["rows"]), cols=int(request["cols"]),
-                                   dataflow=str(request["dataflow"])))
+                                   dataflow=dataflow))
         with open(topo_path, "w") as fh:
             fh.write(request["topology"])
         with open(layout_path, "w") as fh:
@@ -110,14 +112,18 @@ def run(request: dict) -> dict:
                 "seconds": time.perf_counter() - t0,
             })
             del sim
-    return {"scalesim": version("scalesim"), "numpy": version("numpy"), "layers": out}
+    return out
 
 
 def main() -> None:
     request = json.load(sys.stdin)
     # SCALE-Sim prints progress to stdout; keep stdout for the JSON answer.
+    answer = {"scalesim": version("scalesim"), "numpy": version("numpy")}
     with contextlib.redirect_stdout(sys.stderr):
-        answer = run(request)
+        if "dataflows" in request:
+            answer["results"] = {df: run(request, str(df)) for df in request["dataflows"]}
+        else:
+            answer["layers"] = run(request, str(request["dataflow"]))
     json.dump(answer, sys.stdout)
     sys.stdout.write("\n")
 
