@@ -250,7 +250,7 @@ def mc_barrier(model: str, params, contracts, barrier, *, barrier_type: str = "u
         n_steps = max(1, round(tau * steps_per_year))
         lh = math.log(float(h[i]))
         if bgk:
-            lh += (_BGK if up else -_BGK) * float(p[i, 0]) * math.sqrt(tau / n_steps)
+            lh += (-_BGK if up else _BGK) * float(p[i, 0]) * math.sqrt(tau / n_steps)
         alive = None
         x = None
         for x in _simulate(name, p[i], r, q, tau, n_steps, n_paths, gen, antithetic):

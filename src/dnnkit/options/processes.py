@@ -225,7 +225,7 @@ def vgsa_cf(u: torch.Tensor, params: torch.Tensor, contracts: torch.Tensor) -> t
 def _bs_width(params, contracts):
     s, tau = params[:, 0:1], contracts[:, 1:2]
     r, q = contracts[:, 2:3], contracts[:, 3:4]
-    return (r - q - 0.5 * s * s) * tau, 12.0 * s * torch.sqrt(tau)
+    return (r - q - 0.5 * s * s) * tau, 0.5 * s * torch.sqrt(tau)   # L=24 -> 12 sd
 
 
 def _heston_width(params, contracts):

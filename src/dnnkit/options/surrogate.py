@@ -277,7 +277,7 @@ class SurrogatePricer(nn.Module):
                     val_ = loss_fn(self.net(Z).squeeze(-1), T, base_w, y_w)
                     val_.backward()
                     return val_
-                tot, cnt = float(opt.step(closure)), 1
+                tot, cnt = float(opt.step(closure).detach()), 1
             else:
                 perm = torch.randperm(n, generator=gen).to(dev)
                 for i in range(0, n, batch_size):
