@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnnkit.core.data import (DSPRITES_COLORS, DSPRITES_GRID, render_dsprites,
-                              sample_dsprites)
+from dnnkit.core.data import DSPRITES_COLORS, DSPRITES_GRID, render_dsprites, sample_dsprites
 from dnnkit.shortcut.sources import DSpritesSource
 
 
@@ -83,3 +82,42 @@ def test_source_renders_its_factors():
     rows[:, 4:] = 16
     area = src.take(src.lookup(rows)).amax(1).sum((1, 2)).numpy()
     assert np.all(np.diff(area) >= 0) and area[-1] > area[0]
+
+
+def _reference_render(shape, scale, orientation, pos_x, pos_y, size, extent, pos_range):
+    """Brute force: evaluate every pixel of the full canvas for every image (no windows)."""
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
+    lo, span = pos_range[0], pos_range[1] - pos_range[0]
+    out = torch.zeros(len(shape), 1, size, size)
+    for i in range(len(shape)):
+        cx, cy = lo + span * float(pos_x[i]), lo + span * float(pos_y[i])
+        th = orientation[i].float()
+        r = extent / 2 * float(scale[i])
+        dx, dy = gx - torch.tensor(cx, dtype=torch.float32), gy - torch.tensor(cy,
+                                                                             dtype=torch.float32)
+        u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
+        v = (-torch.sin(th) * dx + torch.cos(th) * dy) / r
+        k = int(shape[i])
+        if k == 0:
+            m = (u.abs() <= 1) & (v.abs() <= 1)
+        elif k == 1:
+            m = u * u + 4.0 * (v * v) <= 1
+        else:
+            hx, hy = u * 1.25, -v * 1.25 + 0.15
+            m = (hx * hx + hy * hy - 1) ** 3 - hx * hx * hy**3 <= 0
+        out[i, 0] = m.float()
+    return out
+
+
+@pytest.mark.parametrize("size,extent,pos_range", [(32, 0.2, (0.2, 0.8)), (20, 0.45, (0.25, 0.75)),
+                                                   (16, 0.9, (0.0, 1.0))])
+def test_windowed_renderer_matches_full_canvas(size, extent, pos_range):
+    g = torch.Generator().manual_seed(size)
+    n = 60
+    f = (torch.randint(3, (n,), generator=g), 0.5 + 0.5 * torch.rand(n, generator=g),
+         6.3 * torch.rand(n, generator=g), 1.4 * torch.rand(n, generator=g) - 0.2,
+         1.4 * torch.rand(n, generator=g) - 0.2)
+    got = render_dsprites(*f, size=size, sprite_extent=extent, pos_range=pos_range, batch_size=7)
+    want = _reference_render(*f, size, extent, pos_range)
+    assert torch.equal(got, want)

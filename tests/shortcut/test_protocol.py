@@ -38,9 +38,9 @@ def test_levels_balanced_and_official():
     ones = np.ones
     assert bin_levels(ones(6), 3, kind="ordinal", binning="official") == ((0, 1), (2,), (3, 4))
     off40 = bin_levels(ones(40), 3, kind="ordinal", binning="official")
-    assert off40 == (tuple(range(0, 13)), tuple(range(13, 26)), tuple(range(26, 39)))
+    assert off40 == (tuple(range(13)), tuple(range(13, 26)), tuple(range(26, 39)))
     off32 = bin_levels(ones(32), 3, kind="ordinal", binning="official")
-    assert off32 == (tuple(range(0, 10)), tuple(range(10, 20)), tuple(range(20, 31)))
+    assert off32 == (tuple(range(10)), tuple(range(10, 20)), tuple(range(20, 31)))
     # categorical: most frequent values, ties in index order
     assert bin_levels(np.array([5, 9, 9, 1]), 2, kind="categorical") == ((1,), (2,))
     # ordinal with uneven counts: contiguous bins of about equal mass

@@ -37,5 +37,10 @@ Examples
 from dnnkit.shortcut.measures import cue_preference, kc_proxy, sphere_flatness
 from dnnkit.shortcut.protocol import augmented_training_set, make_wcst_ml
 
-__all__ = ["make_wcst_ml", "augmented_training_set", "cue_preference", "sphere_flatness",
-           "kc_proxy"]
+__all__ = [
+           "augmented_training_set",
+           "cue_preference",
+           "kc_proxy",
+           "make_wcst_ml",
+           "sphere_flatness",
+]

@@ -52,7 +52,7 @@ def bench(quick: bool = False) -> list[Timing]:
     x, y = splits.train.x, splits.train.y
     torch.manual_seed(0)
     model = cnn(3)
-    t_fit = time_call(lambda: fit(model, x, y, epochs=1, batch_size=64), repeat=rep, warmup=0)
+    t_fit = time_call(lambda: fit(model, x, y, epochs=1, batch_size=64), repeat=rep, warmup=1)
     u8 = (x * 255).to(torch.uint8).numpy()
     dl = torch.utils.data.DataLoader(_PerItem(u8, y.numpy()), batch_size=64, shuffle=True)
     model2 = cnn(3)
@@ -65,14 +65,14 @@ def bench(quick: bool = False) -> list[Timing]:
             nn.functional.cross_entropy(model2(xb), yb).backward()
             opt.step()
 
-    t_loop = time_call(loop, repeat=rep, warmup=0)
+    t_loop = time_call(loop, repeat=rep, warmup=1)
 
     # sphere test: functional_call (model untouched) vs in-place perturb / restore
     m = 200 if quick else 1000
     data = (x[:m], y[:m])
     radii, dirs = (1.0, 4.0), 4
     t_sph = time_call(lambda: sphere_flatness(model, data, radii, n_dirs=dirs, seed=0),
-                      repeat=rep, warmup=0)
+                      repeat=rep, warmup=1)
 
     def inplace() -> None:
         params = [p for p in model.parameters()]
@@ -91,7 +91,7 @@ def bench(quick: bool = False) -> list[Timing]:
             for p, s in zip(params, saved):
                 p.copy_(s)
 
-    t_inp = time_call(inplace, repeat=rep, warmup=0)
+    t_inp = time_call(inplace, repeat=rep, warmup=1)
     passes = 1 + len(radii) * dirs
     return [
         Timing(f"render {n} RGB {size}x{size} sprites", t_gen,

@@ -19,7 +19,7 @@ import numpy as np
 from dnnkit.core.validation import check_int, param_error
 from dnnkit.shortcut.sources import FactorDataset
 
-__all__ = ["load_dsprites_npz", "load_utkface", "DSPRITES_NPZ_FACTORS", "UTKFACE_ETHNICITIES"]
+__all__ = ["DSPRITES_NPZ_FACTORS", "UTKFACE_ETHNICITIES", "load_dsprites_npz", "load_utkface"]
 
 log = logging.getLogger("dnnkit")
 

@@ -28,8 +28,16 @@ from dnnkit.core.training import accuracy, fit, predict
 from dnnkit.core.validation import check_choice, check_int, check_positive, param_error
 from dnnkit.shortcut.protocol import CueData, WCSTSplits
 
-__all__ = ["PreferenceResult", "offdiag_accuracy", "cue_preference", "sphere_flatness",
-           "basin_rerun", "kc_proxy", "COMPRESSORS", "check_output_width"]
+__all__ = [
+    "COMPRESSORS",
+    "PreferenceResult",
+    "basin_rerun",
+    "check_output_width",
+    "cue_preference",
+    "kc_proxy",
+    "offdiag_accuracy",
+    "sphere_flatness",
+]
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     # preset 9 with a 1 MiB dictionary: the same compressed length as plain preset 9 for inputs

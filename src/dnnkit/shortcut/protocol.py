@@ -24,8 +24,16 @@ from dnnkit.core.seeding import make_rng
 from dnnkit.core.validation import check_choice, check_int, param_error, suggest
 from dnnkit.shortcut.sources import DSpritesSource, FactorDataset
 
-__all__ = ["CueSpec", "CueData", "WCSTSplits", "make_wcst_ml", "augmented_training_set",
-           "chance_levels", "bin_levels", "level_of"]
+__all__ = [
+    "CueData",
+    "CueSpec",
+    "WCSTSplits",
+    "augmented_training_set",
+    "bin_levels",
+    "chance_levels",
+    "level_of",
+    "make_wcst_ml",
+]
 
 log = logging.getLogger("dnnkit")
 Source = DSpritesSource | FactorDataset
@@ -146,7 +154,7 @@ def bin_levels(counts: np.ndarray, n_levels: int, *, kind: str, binning: str = "
                 break
             prev = score
         cuts.append(best)
-    return tuple(tuple(range(a, b)) for a, b in zip(cuts[:-1], cuts[1:]))
+    return tuple(tuple(range(a, b)) for a, b in itertools.pairwise(cuts))
 
 
 def level_of(values: np.ndarray, cue: CueSpec) -> np.ndarray:
@@ -286,7 +294,7 @@ def _warn_unidentifiable(source: Source, cues: tuple[CueSpec, ...], base: list) 
     else:
         j = source.names.index("shape")
         if "shape" in names:
-            shapes = set(v for lv in cues[names.index("shape")].levels for v in lv)
+            shapes = {v for lv in cues[names.index("shape")].levels for v in lv}
         else:
             shapes = set(range(source.sizes[j])) if base[j] is None else set(base[j].tolist())
         symmetric_only = 2 not in shapes  # heart is index 2

@@ -23,7 +23,7 @@ import torch
 from dnnkit.core.data import DSPRITES_COLORS, DSPRITES_GRID, DSPRITES_SHAPES, render_dsprites
 from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
 
-__all__ = ["DSpritesSource", "FactorDataset", "KINDS"]
+__all__ = ["KINDS", "DSpritesSource", "FactorDataset"]
 
 KINDS = ("categorical", "ordinal")
 
@@ -124,19 +124,18 @@ class DSpritesSource:
         capacity = math.prod(len(s) for s in sets)
         excl = np.unique(np.asarray(exclude, dtype=np.int64)) if exclude is not None else None
         unique = self.dedupe
-        if unique or excl is not None:
-            if capacity <= 200_000:
-                grids = np.meshgrid(*sets, indexing="ij")
-                all_ids = self.lookup(np.stack([g.ravel() for g in grids], 1))
-                if excl is not None:
-                    all_ids = all_ids[~np.isin(all_ids, excl)]
-                if not unique:
-                    return rng.choice(all_ids, n, replace=True) if len(all_ids) else _empty(n)
-                if n > len(all_ids):
-                    raise ValueError(
-                        f"Requested {n} distinct images but only {len(all_ids)} distinct factor "
-                        "combinations exist for this selection (dedupe=True); lower the sizes.")
-                return rng.choice(all_ids, n, replace=False)
+        if (unique or excl is not None) and capacity <= 200_000:
+            grids = np.meshgrid(*sets, indexing="ij")
+            all_ids = self.lookup(np.stack([g.ravel() for g in grids], 1))
+            if excl is not None:
+                all_ids = all_ids[~np.isin(all_ids, excl)]
+            if not unique:
+                return rng.choice(all_ids, n, replace=True) if len(all_ids) else _empty(n)
+            if n > len(all_ids):
+                raise ValueError(
+                    f"Requested {n} distinct images but only {len(all_ids)} distinct factor "
+                    "combinations exist for this selection (dedupe=True); lower the sizes.")
+            return rng.choice(all_ids, n, replace=False)
         out = np.empty(0, dtype=np.int64)
         for _ in range(1000):
             need = n - len(out)
