@@ -73,7 +73,7 @@ class Box:
         """Map to ``[-1, 1]`` per feature (degenerate features map to 0); keeps dtype/device."""
         lo, hi = self.low.to(x), self.high.to(x)
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-        return 2 * (x - lo) / span - 1
+        return torch.where(hi > lo, 2 * (x - lo) / span - 1, torch.zeros_like(x))
 
     def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
         """Boolean per row: inside the box up to ``tol`` times the box width."""

@@ -88,8 +88,12 @@ def bs_call_unchecked(sigma: torch.Tensor, contracts: torch.Tensor) -> torch.Ten
 
 def _finish(put: torch.Tensor, contracts: torch.Tensor, option: str, where: str) -> torch.Tensor:
     m, tau, r, q = contracts.unbind(1)
-    out = put if option == "put" else put + torch.exp(-q * tau) / m - torch.exp(-r * tau)
-    bad = ~torch.isfinite(out) | (out < -_NEG_TOL)
+    fwd, disc = torch.exp(-q * tau) / m, torch.exp(-r * tau)
+    call = put + fwd - disc
+    out = put if option == "put" else call
+    # both legs must respect the no-arbitrage bounds 0 <= P <= K e^{-r tau}, C <= S e^{-q tau}
+    bad = (~torch.isfinite(out) | (put < -_NEG_TOL) | (call < -_NEG_TOL)
+           | (put > disc + _NEG_TOL) | (call > fwd + _NEG_TOL))
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten()[:5].tolist()
         raise ValueError(f"{where} produced {int(bad.sum())} non-finite or negative prices (rows "

@@ -125,7 +125,7 @@ class SurrogatePricer(nn.Module):
     def _unit(self, X: torch.Tensor) -> torch.Tensor:
         lo, hi = self.low.to(X), self.high.to(X)
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-        return 2 * (X - lo) / span - 1
+        return torch.where(hi > lo, 2 * (X - lo) / span - 1, torch.zeros_like(X))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Raw features ``(n, d)`` -> ``C/K`` ``(n,)`` in the input's dtype (no box check)."""
