@@ -60,12 +60,12 @@ def _array_bytes(content: RecordDict) -> int:
 
 @contextlib.contextmanager
 def quiet_flower(enabled: bool = True) -> Iterator[None]:
-    """Raise Flower's logger to WARNING for the block (its INFO lines flood a fast run)."""
+    """Raise Flower's logger to ERROR for the block (its INFO lines flood a fast run)."""
     from flwr.supercore.logger import FLOWER_LOGGER
 
     old = FLOWER_LOGGER.level
     if enabled:
-        FLOWER_LOGGER.setLevel(logging.WARNING)
+        FLOWER_LOGGER.setLevel(logging.ERROR)
     try:
         yield
     finally:

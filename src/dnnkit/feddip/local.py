@@ -3,11 +3,12 @@ regularisation, on any ``nn.Module``."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from dnnkit.core.hooks import preserved_mode
 from dnnkit.core.validation import check_int, check_interval, param_error
@@ -16,6 +17,24 @@ from dnnkit.feddip.masks import check_mask, prunable_parameters
 __all__ = ["dpf_local_train"]
 
 _WHERE = "dpf_local_train"
+
+
+@torch.no_grad()
+def _sgd_step(params: list[torch.Tensor], bufs: list[torch.Tensor | None], *, lr: float,
+              momentum: float, weight_decay: float) -> None:
+    """One step of ``torch.optim.SGD`` (dampening 0, no Nesterov), written out: building a
+    torch optimizer per client update costs more than the update itself for small models."""
+    for i, p in enumerate(params):
+        if p.grad is None:
+            continue
+        d = p.grad.add(p, alpha=weight_decay) if weight_decay else p.grad
+        if momentum:
+            if bufs[i] is None:
+                bufs[i] = d.detach().clone()
+            else:
+                bufs[i].mul_(momentum).add_(d)
+            d = bufs[i]
+        p.add_(d, alpha=-lr)
 
 
 def dpf_local_train(
@@ -37,13 +56,15 @@ def dpf_local_train(
     """Local training of one FedDIP client: masked forward, dense update (DPF).
 
     Each step computes the loss at the masked weights ``w~ = m * w`` and applies the gradient
-    taken at ``w~`` to the dense weights ``w`` (straight-through), so pruned coordinates keep
-    receiving gradient and the pruning error is fed back (Lin et al. 2020; FedDIP Alg. 1)::
+    taken at ``w~`` to the dense weights ``w`` (as the official code copies it), so pruned
+    coordinates keep receiving gradient and the pruning error is fed back (DPF, Lin et al.
+    2020)::
 
         w <- w - lr * (grad_w~ [CE(f(x; w~), y) + lam * sum_l ||w~_l||_p
                                 + prox_mu/2 ||w~ - w_global||^2] + weight_decay * w)
 
-    ``model`` is trained in place (its dense weights); the masked model is ``m * w``.
+    ``model`` is trained in place (its dense weights; the masked model is ``m * w``). During a
+    step the parameters briefly hold ``m * w`` and are restored even if the step raises.
 
     Parameters
     ----------
@@ -123,36 +144,46 @@ def dpf_local_train(
     if prox_mu > 0:
         anchor = {k: global_state[k].detach().to(dev, params[k].dtype) for k in params}
     loss_fn = loss_fn or nn.functional.cross_entropy
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
+    plist = list(params.values())
+    bufs: list[torch.Tensor | None] = [None] * len(plist)
     total, steps, seen = 0.0, 0, 0
+    masked_names = [k for k in params if k in masks]
+    dense = {k: torch.empty_like(params[k]) for k in masked_names}
     with preserved_mode(model):
         model.train()
         for epoch in range(epochs):
             seen_epoch = 0
             for batch in loader:
                 x, y = batch[0].to(dev), batch[1].to(dev)
-                # straight-through masked weights: value m*w, gradient passed to w unchanged
-                masked = {k: w + (w * masks[k] - w).detach() for k, w in params.items()
-                          if k in masks}
-                out = functional_call(model, masked, (x,)) if masked else model(x)
-                loss = loss_fn(out, y)
-                if lam > 0:
-                    reg = sum(torch.linalg.vector_norm(masked.get(k, params[k]), ord=norm_p)
-                              for k in prunable)
-                    loss = loss + lam * reg
-                if anchor is not None:
-                    prox = sum(((masked.get(k, w) - anchor[k]) ** 2).sum()
-                               for k, w in params.items())
-                    loss = loss + 0.5 * prox_mu * prox
-                if not bool(torch.isfinite(loss)):
-                    raise ValueError(f"{_WHERE}: the local loss became non-finite at epoch "
-                                     f"{epoch}, step {steps} (lr={lr}); lower the learning "
-                                     "rate.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
+                # masked forward: the parameters hold m * w during forward/backward, so the
+                # gradient is taken at w~ = m * w; the dense w is restored before the update
+                with torch.no_grad():
+                    for k in masked_names:
+                        dense[k].copy_(params[k])
+                        params[k].mul_(masks[k])
+                try:
+                    loss = loss_fn(model(x), y)
+                    if lam > 0:
+                        reg = sum(torch.linalg.vector_norm(params[k], ord=norm_p)
+                                  for k in prunable)
+                        loss = loss + lam * reg
+                    if anchor is not None:
+                        prox = sum(((w - anchor[k]) ** 2).sum() for k, w in params.items())
+                        loss = loss + 0.5 * prox_mu * prox
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise ValueError(
+                            f"{_WHERE}: the local loss became non-finite at epoch {epoch}, "
+                            f"step {steps} (lr={lr}); lower the learning rate.")
+                    for p in plist:
+                        p.grad = None
+                    loss.backward()
+                finally:
+                    with torch.no_grad():
+                        for k in masked_names:
+                            params[k].copy_(dense[k])
+                _sgd_step(plist, bufs, lr=lr, momentum=momentum, weight_decay=weight_decay)
+                total += value
                 steps += 1
                 seen_epoch += int(y.shape[0])
             if seen_epoch == 0:
