@@ -26,8 +26,9 @@ def _bs(p, c):
 def test_recovers_black_scholes_vol(method):
     c = _grid()
     quotes = Quotes(c, _bs(torch.tensor([[0.27]], dtype=torch.float64), c))
-    res = calibrate(_bs, quotes, BS_BOX, method=method, n_starts=3, max_iter=100)
+    res = calibrate(_bs, quotes, BS_BOX, method=method, n_starts=3, max_iter=100, reference="bs")
     assert abs(float(res.params[0]) - 0.27) < 1e-5
+    assert res.reference_rmse is not None and res.reference_rmse < 1e-7
     assert res.rmse < 1e-7 and res.n_evals > 0
     assert BS_BOX.contains(res.params.unsqueeze(0)).all()
 
@@ -93,3 +94,7 @@ def test_inverse_calibrator_learns_bs_vol():
     assert BS_BOX.contains(pred).all()
     with pytest.raises(ValueError, match="prices per surface"):
         inv.predict(torch.zeros(2, 3))
+    res = inv.calibrate(Quotes(c, inv.surfaces("bs", truth[1:2])[0]), reference="bs")
+    assert abs(float(res.params[0]) - 0.4) < 0.03 and res.reference_rmse < 0.01
+    with pytest.raises(ValueError, match="grid"):
+        inv.calibrate(Quotes(c[:3], inv.surfaces("bs", truth[1:2])[0][:3]))

@@ -24,7 +24,8 @@ from dnnkit.core.validation import check_choice, check_int, check_tensor, param_
 from dnnkit.options.data import Box, Quotes
 from dnnkit.options.processes import check_contracts
 
-__all__ = ["CalibrationResult", "calibrate", "InverseCalibrator", "surrogate_price_fn"]
+__all__ = ["CalibrationResult", "calibrate", "InverseCalibrator", "surrogate_price_fn",
+           "reprice_rmse"]
 
 
 @dataclass
@@ -39,11 +40,25 @@ class CalibrationResult:
     wall_s: float
     converged: bool
     starts: list | None = None
+    reference_rmse: float | None = None
 
     def as_dict(self) -> dict:
         return {"params": dict(zip(self.names, (float(v) for v in self.params))),
                 "rmse": self.rmse, "n_evals": self.n_evals, "wall_s": self.wall_s,
-                "converged": self.converged}
+                "converged": self.converged, "reference_rmse": self.reference_rmse}
+
+
+def reprice_rmse(reference, params: torch.Tensor, quotes: Quotes) -> float:
+    """RMSE of ``quotes.prices`` repriced at ``params (p,)`` by a reference pricer: a model
+    name for :func:`~dnnkit.options.pricers.price_european` or a row-wise callable."""
+    from dnnkit.options.pricers import price_european
+
+    c = quotes.contracts
+    P = torch.as_tensor(params, dtype=torch.float64).reshape(1, -1).expand(c.shape[0], -1)
+    with torch.no_grad():
+        out = (price_european(reference, P, c, quotes.option) if isinstance(reference, str)
+               else reference(P, c))
+    return float(torch.sqrt(torch.mean((out.to(torch.float64) - quotes.prices) ** 2)))
 
 
 def surrogate_price_fn(net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -57,8 +72,8 @@ def surrogate_price_fn(net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
 
 
 def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str = "lm",
-              n_starts: int = 8, max_iter: int = 200, tol: float = 1e-10, seed=0
-              ) -> CalibrationResult:
+              n_starts: int = 8, max_iter: int = 200, tol: float = 1e-10, seed=0,
+              reference=None) -> CalibrationResult:
     """Calibrate parameters to quotes (spec 2.5, route A), box-constrained and multi-start.
 
     Minimises ``sum_j w_j (f(theta, c_j) - p_j)^2`` over ``theta = low + (high - low)
@@ -83,6 +98,9 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     tol : float
         Relative decrease of the objective below which a start counts as converged.
     seed : int
+    reference : str or callable, optional
+        Reference pricer (model name or row-wise callable) that reprices the best parameters;
+        its RMSE is returned as ``reference_rmse`` (the meaningful error of a surrogate fit).
 
     Returns
     -------
@@ -187,8 +205,10 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     with torch.no_grad():
         theta = theta_of(z[k:k + 1])
         rmse = float(torch.sqrt(torch.mean((price_fn(theta.expand(n, -1), c) - y) ** 2)))
-    return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0],
-                             time.perf_counter() - t0, bool(conv[k]), starts=cost.tolist())
+    wall = time.perf_counter() - t0
+    ref = reprice_rmse(reference, theta[0].detach(), quotes) if reference is not None else None
+    return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0], wall, bool(conv[k]),
+                             starts=cost.tolist(), reference_rmse=ref)
 
 
 def _jacobian(rows, z, n):
@@ -342,6 +362,24 @@ class InverseCalibrator(nn.Module):
         u = self.net(xn).to(torch.float64)
         lo, hi = self.param_box.low.to(u), self.param_box.high.to(u)
         return lo + (hi - lo) * (u + 1) / 2
+
+    def calibrate(self, quotes: Quotes, reference=None) -> CalibrationResult:
+        """One forward pass on quotes laid out on this calibrator's grid; with ``reference``
+        (model name or row-wise pricer) the result carries the repricing RMSE."""
+        if not isinstance(quotes, Quotes):
+            raise TypeError(param_error("quotes", "InverseCalibrator.calibrate", "a Quotes",
+                                        type(quotes).__name__))
+        if quotes.contracts.shape != self.grid.shape or not torch.allclose(
+                quotes.contracts, self.grid.to(quotes.contracts)):
+            raise ValueError(param_error("quotes", "InverseCalibrator.calibrate",
+                                         "quotes on the calibrator's contract grid",
+                                         f"{quotes.contracts.shape[0]} other contracts"))
+        t0 = time.perf_counter()
+        theta = self.predict(quotes.prices)[0]
+        wall = time.perf_counter() - t0
+        ref = reprice_rmse(reference, theta, quotes) if reference is not None else None
+        return CalibrationResult(theta, self.param_box.names, float("nan") if ref is None else ref,
+                                 1, wall, True, reference_rmse=ref)
 
     def predict(self, prices) -> torch.Tensor:
         """Parameters ``(b, p)`` for price surfaces ``(b, g)`` (or one surface ``(g,)``)."""

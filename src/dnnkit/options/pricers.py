@@ -54,7 +54,7 @@ def bs_price(sigma, contracts, option: str = "call") -> torch.Tensor:
     --------
     >>> import torch
     >>> round(float(bs_price(torch.tensor([0.2]), torch.tensor([[1.0, 1.0, 0.0, 0.0]]))[0]), 6)
-    0.07966
+    0.079656
     """
     check_choice(option, "option", ("call", "put"), where="bs_price")
     c = torch.as_tensor(contracts)
