@@ -231,6 +231,27 @@ def _draw_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
+def _unit_direction(params: dict[str, torch.Tensor], g: torch.Generator
+                    ) -> dict[str, torch.Tensor]:
+    dirs = {k: torch.randn(p.shape, generator=g, dtype=_draw_dtype(p)) for k, p in params.items()}
+    norm = math.sqrt(sum(float(d.double().pow(2).sum()) for d in dirs.values()))
+    return {k: (d.double() / norm).to(device=params[k].device, dtype=params[k].dtype)
+            for k, d in dirs.items()}
+
+
+def random_unit_direction(model: nn.Module, *, seed: int | torch.Generator | None = None
+                          ) -> dict[str, torch.Tensor]:
+    """A Gaussian direction over all trainable parameters of ``model``, of unit global norm.
+
+    With the same ``seed`` this is the first direction :func:`sphere_flatness` uses, so a point
+    of the sphere test can be re-evaluated elsewhere (e.g. with the loss-landscapes library).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(param_error("model", "random_unit_direction", "an nn.Module",
+                                    type(model).__name__))
+    return _unit_direction(_params(model), make_generator(seed))
+
+
 def _check_radii(radii: Sequence[float], where: str) -> np.ndarray:
     r = np.asarray(radii, dtype=np.float64).ravel()
     if r.size == 0:
@@ -295,11 +316,7 @@ def sphere_flatness(
     with eval_mode(model):
         base = _loss_at(model, params, buffers, x, y, loss_fn, batch_size)
         for j in range(n_dirs):
-            dirs = {k: torch.randn(p.shape, generator=g, dtype=_draw_dtype(p)) for k, p in
-                    params.items()}
-            norm = math.sqrt(sum(float(d.double().pow(2).sum()) for d in dirs.values()))
-            dirs = {k: (d.double() / norm).to(device=params[k].device, dtype=params[k].dtype)
-                    for k, d in dirs.items()}
+            dirs = _unit_direction(params, g)
             for i, rad in enumerate(r):
                 moved = {k: p + float(rad) * dirs[k] for k, p in params.items()}
                 out[i, j] = _loss_at(model, moved, buffers, x, y, loss_fn, batch_size) - base
