@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dnnkit.options.exotics import (barrier_price, geometric_asian_price, mc_asian, mc_barrier)
+from dnnkit.options.exotics import barrier_price, geometric_asian_price, mc_asian, mc_barrier
 from dnnkit.options.pricers import price_european
 
 C1 = torch.tensor([[1.0, 0.5, 0.03, 0.0]], dtype=torch.float64)

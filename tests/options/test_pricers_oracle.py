@@ -101,7 +101,7 @@ def test_vg_short_maturity_matches_adaptive_quadrature():
         om = math.log(1 - th * nu - 0.5 * sig**2 * nu) / nu
         lnorm = -gammaln(a) - a * math.log(nu)
 
-        def f(g):
+        def f(g, a=a, lnorm=lnorm, m=m, nu=nu, om=om, r=r, sig=sig, tau=tau, th=th):
             if g <= 0:
                 return 0.0
             F = math.exp((r + om) * tau + th * g + 0.5 * sig**2 * g)

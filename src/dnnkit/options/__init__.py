@@ -43,5 +43,11 @@ from dnnkit.options.data import Box, generate_dataset
 from dnnkit.options.pricers import price_european
 from dnnkit.options.surrogate import SurrogatePricer
 
-__all__ = ["price_european", "generate_dataset", "SurrogatePricer", "calibrate",
-           "InverseCalibrator", "Box"]
+__all__ = [
+           "Box",
+           "InverseCalibrator",
+           "SurrogatePricer",
+           "calibrate",
+           "generate_dataset",
+           "price_european",
+]

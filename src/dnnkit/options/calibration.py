@@ -24,8 +24,13 @@ from dnnkit.core.validation import check_choice, check_int, check_tensor, param_
 from dnnkit.options.data import Box, Quotes
 from dnnkit.options.processes import check_contracts
 
-__all__ = ["CalibrationResult", "calibrate", "InverseCalibrator", "surrogate_price_fn",
-           "reprice_rmse"]
+__all__ = [
+    "CalibrationResult",
+    "InverseCalibrator",
+    "calibrate",
+    "reprice_rmse",
+    "surrogate_price_fn",
+]
 
 
 @dataclass

@@ -9,6 +9,7 @@ counters in ``meta``.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,22 @@ import torch
 
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
-from dnnkit.options.processes import (CONTRACT_HIGH, CONTRACT_LOW, CONTRACT_NAMES, check_contracts,
-                                      get_model)
+from dnnkit.options.processes import (
+    CONTRACT_HIGH,
+    CONTRACT_LOW,
+    CONTRACT_NAMES,
+    check_contracts,
+    get_model,
+)
 
-__all__ = ["Box", "PricingDataset", "Quotes", "generate_dataset", "default_box",
-           "load_quotes_csv"]
+__all__ = [
+    "Box",
+    "PricingDataset",
+    "Quotes",
+    "default_box",
+    "generate_dataset",
+    "load_quotes_csv",
+]
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ class PricingDataset:
         return int(self.X.shape[0])
 
     def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-              ) -> tuple["PricingDataset", ...]:
+              ) -> tuple[PricingDataset, ...]:
         """Random split (seeded) into ``len(fractions)`` parts."""
         if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
             raise ValueError(param_error("fractions", "PricingDataset.split",
@@ -127,10 +139,10 @@ class PricingDataset:
         perm = torch.randperm(len(self), generator=make_generator(seed))
         bounds = [0]
         for f in fractions[:-1]:
-            bounds.append(bounds[-1] + int(round(f * len(self))))
+            bounds.append(bounds[-1] + round(f * len(self)))
         bounds.append(len(self))
         return tuple(PricingDataset(self.X[perm[a:b]], self.y[perm[a:b]], self.feature_box,
-                                    dict(self.meta)) for a, b in zip(bounds[:-1], bounds[1:]))
+                                    dict(self.meta)) for a, b in itertools.pairwise(bounds))
 
 
 def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,

@@ -25,7 +25,7 @@ from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import check_choice, check_int, param_error
 from dnnkit.options.processes import check_contracts, check_params, get_model
 
-__all__ = ["barrier_price", "geometric_asian_price", "mc_barrier", "mc_asian"]
+__all__ = ["barrier_price", "geometric_asian_price", "mc_asian", "mc_barrier"]
 
 log = logging.getLogger("dnnkit")
 

@@ -22,7 +22,7 @@ import torch
 from dnnkit.core.validation import check_choice, check_int, check_positive, param_error
 from dnnkit.options.processes import check_contracts, check_params, get_model
 
-__all__ = ["bs_price", "cos_price", "fft_price", "vg_mixture_price", "price_european"]
+__all__ = ["bs_price", "cos_price", "fft_price", "price_european", "vg_mixture_price"]
 
 _NEG_TOL = 1e-8
 

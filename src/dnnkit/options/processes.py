@@ -26,8 +26,17 @@ import torch
 
 from dnnkit.core.validation import check_choice, check_tensor, param_error
 
-__all__ = ["ModelSpec", "MODELS", "get_model", "check_contracts", "check_params",
-           "heston_cf", "vg_cf", "vgsa_cf", "bs_cf"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "bs_cf",
+    "check_contracts",
+    "check_params",
+    "get_model",
+    "heston_cf",
+    "vg_cf",
+    "vgsa_cf",
+]
 
 log = logging.getLogger("dnnkit")
 

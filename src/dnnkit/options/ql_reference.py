@@ -11,8 +11,15 @@ import time
 
 import numpy as np
 
-__all__ = ["available", "ql_bs", "ql_heston", "ql_vg", "ql_barrier", "ql_heston_calibrate",
-           "days"]
+__all__ = [
+    "available",
+    "days",
+    "ql_barrier",
+    "ql_bs",
+    "ql_heston",
+    "ql_heston_calibrate",
+    "ql_vg",
+]
 
 
 def available() -> bool:

@@ -28,13 +28,26 @@ from torch import nn
 
 from dnnkit.core.checkpoint import CheckpointError, load_tensors, save_tensors
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import (check_choice, check_int, check_interval, check_positive,
-                                    check_tensor, param_error)
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_interval,
+    check_positive,
+    check_tensor,
+    param_error,
+)
 from dnnkit.options.data import Box, PricingDataset
 from dnnkit.options.pricers import bs_call_unchecked
 
-__all__ = ["SurrogatePricer", "evaluate", "sweep", "ACTIVATIONS", "LOSSES", "OPTIMIZERS",
-           "BASELINES"]
+__all__ = [
+    "ACTIVATIONS",
+    "BASELINES",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SurrogatePricer",
+    "evaluate",
+    "sweep",
+]
 
 log = logging.getLogger("dnnkit")
 
@@ -326,7 +339,7 @@ class SurrogatePricer(nn.Module):
         return save_tensors(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "SurrogatePricer":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SurrogatePricer:
         """Rebuild a pricer written by :meth:`save`; ``CheckpointError`` on a bad file."""
         tensors, meta = load_tensors(path, device)
         if meta.get("kind") != "dnnkit.options.SurrogatePricer":
@@ -369,7 +382,7 @@ def evaluate(pricer: Callable[[torch.Tensor], torch.Tensor], data: PricingDatase
     def buckets(col: torch.Tensor, edges: Sequence[float], nm: str):
         e = [-math.inf, *edges, math.inf]
         res = []
-        for lo, hi in zip(e[:-1], e[1:]):
+        for lo, hi in itertools.pairwise(e):
             sel = (col >= lo) & (col < hi)
             if bool(sel.any()):
                 res.append((f"{nm} in [{lo:g}, {hi:g})", float(torch.sqrt(torch.mean(err[sel] ** 2))),
