@@ -88,10 +88,10 @@ class InProcessGrid(Grid):
 
     Notes
     -----
-    Timeout semantics: Flower's ``send_and_receive(timeout=)`` bounds the whole exchange. Here
-    clients run one after another; a reply finished after the deadline is dropped (as a late
-    reply would be), and clients not started before the deadline are not run. A running
-    client cannot be pre-empted.
+    Timeout semantics: Flower's ``send_and_receive(timeout=)`` bounds the exchange while the
+    nodes work in parallel. Here clients run one after another, so each reply is judged on
+    its own duration: a client that took longer than ``timeout`` is dropped (as its late reply
+    would be on a real grid). A running client cannot be pre-empted.
     """
 
     def __init__(self, client_app: Callable[[Message, Context], Message],
@@ -149,14 +149,12 @@ class InProcessGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         ids = list(self.push_messages(messages))
-        deadline = None if timeout is None else time.monotonic() + timeout
         replies = []
         for i in ids:
             msg = self._pending.pop(i)
-            if deadline is not None and time.monotonic() >= deadline:
-                continue
+            start = time.monotonic()
             reply = self._deliver(msg)
-            if deadline is not None and time.monotonic() > deadline:
+            if timeout is not None and time.monotonic() - start > timeout:
                 continue  # arrived too late: Flower would not return it either
             replies.append(reply)
         return replies
