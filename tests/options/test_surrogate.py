@@ -146,3 +146,20 @@ def test_other_losses_and_optimizers_reduce_error(bs_data, loss, optimizer):
     h = net.fit(small, va, loss=loss, optimizer=optimizer, lr=1.0 if optimizer == "lbfgs" else 3e-3,
                 epochs=5, batch_size=128, seed=0)
     assert h["best_val_rmse"] < float(va.y.std())
+
+
+def test_from_module_wraps_a_user_network(bs_data, tmp_path):
+    tr, va, te = bs_data
+    user = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    net = SurrogatePricer.from_module(user, tr.feature_box)
+    h = net.fit(tr, va, lr=3e-3, batch_size=256, epochs=15, seed=0)
+    assert h["best_val_rmse"] < 0.3 * float(va.y.std())
+    assert net.net is user                                   # trained in place, not copied
+    path = net.save(tmp_path / "custom.safetensors")
+    with pytest.raises(CheckpointError, match="module="):
+        SurrogatePricer.load(path)
+    fresh = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    back = SurrogatePricer.load(path, module=fresh)
+    assert torch.equal(back(te.X), net(te.X))
+    with pytest.raises(TypeError, match="module"):
+        SurrogatePricer.from_module(torch.nn.ReLU(), tr.feature_box)

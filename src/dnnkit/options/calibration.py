@@ -71,7 +71,7 @@ def surrogate_price_fn(net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
     (no box warnings: the calibration keeps the parameters inside the box by construction)."""
 
     def f(params: torch.Tensor, contracts: torch.Tensor) -> torch.Tensor:
-        return net(torch.cat([params.to(contracts.dtype), contracts], -1))
+        return net(torch.cat([params.to(contracts.dtype), contracts], -1))   # follows the input
 
     return f
 

@@ -134,7 +134,27 @@ class SurrogatePricer(nn.Module):
         self.register_buffer("y_shift", torch.zeros((), dtype=torch.float64))
         self.register_buffer("y_scale", torch.ones((), dtype=torch.float64))
 
+    @classmethod
+    def from_module(cls, module: nn.Module, feature_box: Box, *, baseline: str = "none"
+                    ) -> SurrogatePricer:
+        """Wrap a user's ``nn.Module`` (unit-scaled features ``(n, d)`` -> ``(n,)`` or
+        ``(n, 1)``) with the box scaling, baseline, output normalisation, ``fit``, ``price``
+        and ``save``. ``fit`` keeps the module's own initialisation; ``load`` then needs
+        ``module=`` (a fresh instance of the same architecture)."""
+        if not isinstance(module, nn.Module) or next(module.parameters(), None) is None:
+            raise TypeError(param_error("module", "SurrogatePricer.from_module",
+                                        "an nn.Module with parameters", type(module).__name__))
+        obj = cls(feature_box, depth=1, width=1, baseline=baseline)
+        obj.net = module
+        p = next(module.parameters())
+        obj.config.update({"depth": None, "width": None, "activation": None, "custom": True,
+                           "dtype": str(p.dtype).replace("torch.", "")})
+        return obj
+
     # ------------------------------------------------------------------ forward / price
+    def _param(self) -> torch.Tensor:
+        return next(self.net.parameters())
+
     def _unit(self, X: torch.Tensor) -> torch.Tensor:
         lo, hi = self.low.to(X), self.high.to(X)
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
@@ -142,8 +162,14 @@ class SurrogatePricer(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Raw features ``(n, d)`` -> ``C/K`` ``(n,)`` in the input's dtype (no box check)."""
-        w = self.net[0].weight
-        z = self.net(self._unit(X).to(w.dtype)).squeeze(-1).to(X.dtype)
+        w = self._param()
+        z = self.net(self._unit(X).to(w.device, w.dtype))
+        if z.ndim == 2 and z.shape[1] == 1:
+            z = z[:, 0]
+        if z.shape != X.shape[:1]:
+            raise ValueError(f"SurrogatePricer: the network returned shape {tuple(z.shape)} for "
+                             f"{X.shape[0]} rows; it must return (n,) or (n, 1).")
+        z = z.to(X.device, X.dtype)
         base = _baseline(self.config["baseline"], self.feature_box, X)
         return base + self.y_shift.to(X) + self.y_scale.to(X) * z
 
@@ -233,13 +259,13 @@ class SurrogatePricer(nn.Module):
                                              f"a PricingDataset with {self.feature_box.dim} "
                                              "features", getattr(ds, "X", ds)))
         gen = make_generator(seed)
-        dev = self.net[0].weight.device
-        wdt = self.net[0].weight.dtype
+        dev, wdt = self._param().device, self._param().dtype
         with torch.no_grad():
-            for lin in (m for m in self.net if isinstance(m, nn.Linear)):
-                nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
-                bound = 1 / math.sqrt(lin.in_features)
-                nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
+            if not self.config.get("custom"):        # seeded restart of our own MLP
+                for lin in (m for m in self.net if isinstance(m, nn.Linear)):
+                    nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=gen)
+                    bound = 1 / math.sqrt(lin.in_features)
+                    nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
             Xtr = train.X.to(dev, torch.float64)
             base = _baseline(self.config["baseline"], self.feature_box, Xtr)
             resid = train.y.to(dev, torch.float64) - base
@@ -287,7 +313,7 @@ class SurrogatePricer(nn.Module):
             if optimizer == "lbfgs":
                 def closure():
                     opt.zero_grad()
-                    val_ = loss_fn(self.net(Z).squeeze(-1), T, base_w, y_w)
+                    val_ = loss_fn(self.net(Z).reshape(-1), T, base_w, y_w)
                     val_.backward()
                     return val_
                 tot, cnt = float(opt.step(closure).detach()), 1
@@ -296,7 +322,7 @@ class SurrogatePricer(nn.Module):
                 for i in range(0, n, batch_size):
                     idx = perm[i:i + batch_size]
                     opt.zero_grad(set_to_none=True)
-                    li = loss_fn(self.net(Z[idx]).squeeze(-1), T[idx], base_w[idx], y_w[idx])
+                    li = loss_fn(self.net(Z[idx]).reshape(-1), T[idx], base_w[idx], y_w[idx])
                     li.backward()
                     opt.step()
                     tot += float(li.detach()) * idx.numel()
@@ -306,7 +332,7 @@ class SurrogatePricer(nn.Module):
             hist["epochs"] = ep + 1
             if val is not None:
                 with torch.no_grad():
-                    vr = float(torch.sqrt(torch.mean((self(val.X.to(dev)) - val.y.to(dev)) ** 2)))
+                    vr = float(torch.sqrt(torch.mean((self(val.X) - val.y) ** 2)))
                 hist["val_rmse"].append(vr)
                 if vr < best:
                     best, stale = vr, 0
@@ -339,15 +365,24 @@ class SurrogatePricer(nn.Module):
         return save_tensors(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SurrogatePricer:
-        """Rebuild a pricer written by :meth:`save`; ``CheckpointError`` on a bad file."""
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", *,
+             module: nn.Module | None = None) -> SurrogatePricer:
+        """Rebuild a pricer written by :meth:`save`; ``CheckpointError`` on a bad file.
+
+        A pricer made with :meth:`from_module` needs ``module=`` (same architecture)."""
         tensors, meta = load_tensors(path, device)
         if meta.get("kind") != "dnnkit.options.SurrogatePricer":
             raise CheckpointError(f"{str(path)!r} is not a saved SurrogatePricer.")
         cfg = dict(meta["config"])
         dtype = getattr(torch, cfg.pop("dtype", "float32"))
         box = Box(tuple(meta["names"]), tensors["box.low"], tensors["box.high"])
-        obj = cls(box, dtype=dtype, **cfg)
+        if cfg.pop("custom", False):
+            if module is None:
+                raise CheckpointError(f"{str(path)!r} holds a custom network: pass module= (a "
+                                      "fresh instance of the same architecture) to load it.")
+            obj = cls.from_module(module, box, baseline=cfg["baseline"])
+        else:
+            obj = cls(box, dtype=dtype, **cfg)
         sd = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         try:
             obj.net.load_state_dict(sd)
