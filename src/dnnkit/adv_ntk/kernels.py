@@ -356,23 +356,35 @@ def ntk_kernel(
     live = (8 + 6 * spec.depth * a.requires_grad) * per_pair * item
     edge = max(1, min(batch_size, int(math.sqrt(_BLOCK_BYTES / live))))
 
-    rows_nngp, rows_ntk = [], []
+    grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    names = [g for g in _GETS if g in gets]
+    if not grad:
+        # fill a preallocated output; for x2=None only blocks on or above the diagonal are
+        # computed and mirrored (the Gram matrix is symmetric)
+        out = {g: torch.empty(n1, n2, dtype=a.dtype, device=a.device) for g in names}
+        for i in range(0, n1, edge):
+            a_i = a[i:i + edge]
+            d1_i = [d[i:i + edge] for d in d1]
+            for j in range(i if x2 is None else 0, n2, edge):
+                res = dict(zip(_GETS, block(a_i, b[j:j + edge], d1_i, [d[j:j + edge] for d in d2],
+                                            spec, want_ntk, x2 is None and i == j)))
+                for g in names:
+                    out[g][i:i + edge, j:j + edge] = res[g]
+                    if x2 is None and j != i:
+                        out[g][j:j + edge, i:i + edge] = res[g].T
+        return out[gets[0]] if single else {g: out[g] for g in gets}
+
+    rows: dict[str, list[torch.Tensor]] = {g: [] for g in names}
     for i in range(0, n1, edge):
-        cols_nngp, cols_ntk = [], []
+        cols: dict[str, list[torch.Tensor]] = {g: [] for g in names}
         a_i = a[i:i + edge]
         d1_i = [d[i:i + edge] for d in d1]
         for j in range(0, n2, edge):
-            nngp, ntk = block(a_i, b[j:j + edge], d1_i, [d[j:j + edge] for d in d2], spec,
-                              want_ntk, x2 is None and i == j)
-            cols_nngp.append(nngp)
-            cols_ntk.append(ntk)
-        if "nngp" in gets:
-            rows_nngp.append(torch.cat(cols_nngp, 1) if len(cols_nngp) > 1 else cols_nngp[0])
-        if want_ntk:
-            rows_ntk.append(torch.cat(cols_ntk, 1) if len(cols_ntk) > 1 else cols_ntk[0])
-    out = {}
-    if "nngp" in gets:
-        out["nngp"] = torch.cat(rows_nngp, 0) if len(rows_nngp) > 1 else rows_nngp[0]
-    if want_ntk:
-        out["ntk"] = torch.cat(rows_ntk, 0) if len(rows_ntk) > 1 else rows_ntk[0]
+            res = dict(zip(_GETS, block(a_i, b[j:j + edge], d1_i, [d[j:j + edge] for d in d2],
+                                        spec, want_ntk, x2 is None and i == j)))
+            for g in names:
+                cols[g].append(res[g])
+        for g in names:
+            rows[g].append(torch.cat(cols[g], 1))
+    out = {g: torch.cat(rows[g], 0) for g in names}
     return out[gets[0]] if single else {g: out[g] for g in gets}
