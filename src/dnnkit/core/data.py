@@ -205,13 +205,14 @@ def render_dsprites(
         u = (torch.cos(th) * dx + torch.sin(th) * dy) / r
         v = (-torch.sin(th) * dx + torch.cos(th) * dy) / r
         mask = _inside(shape[sl], u, v).float()  # (b, w, w)
-        bi = torch.arange(s, s + b).view(-1, 1, 1)
+        bi = torch.arange(b).view(-1, 1, 1)
         rows, cols = iy.view(b, w, 1), ix.view(b, 1, w)
+        canvas = torch.zeros(b, size, size)
+        canvas[bi, rows, cols] = mask
         if rgb is None:
-            out[bi, 0, rows, cols] = mask
+            out[sl, 0] = canvas
         else:
-            for c in range(3):
-                out[bi, c, rows, cols] = mask * rgb[sl][:, c].view(-1, 1, 1)
+            torch.mul(canvas.unsqueeze(1), rgb[sl].view(-1, 3, 1, 1), out=out[sl])
     return out
 
 
