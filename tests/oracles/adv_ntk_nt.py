@@ -21,15 +21,15 @@ import types
 
 sys.modules["neural_tangents.experimental"] = types.ModuleType("neural_tangents.experimental")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_platform_name", "cpu")
 
-import jax.numpy as jnp  # noqa: E402
-import neural_tangents as nt  # noqa: E402
-import numpy as np  # noqa: E402
-from neural_tangents import stax  # noqa: E402
+import jax.numpy as jnp
+import neural_tangents as nt
+import numpy as np
+from neural_tangents import stax
 
 
 def network(req):

@@ -22,7 +22,9 @@ Public API
 - :func:`pgd_attack`, :func:`robust_accuracy` - L∞/L2 PGD for any classifier ``nn.Module``.
 
 More in the sub-modules: ``dnnkit.adv_ntk.empirical`` (empirical NTK of a finite torch model and an
-NTK-parametrised MLP), ``dnnkit.adv_ntk.predict.phi_times`` (inverse-free ``A⁻¹(I - e^{-A}) B``).
+NTK-parametrised MLP), ``dnnkit.adv_ntk.predict.phi_times`` (inverse-free ``A⁻¹(I - e^{-A}) B``),
+``dnnkit.adv_ntk.data.load_paper_data`` (CIFAR-10 binary / SVHN .mat files, 12,000-image subsets in
+[-0.5, 0.5], as in the paper; nothing is downloaded).
 
 Example
 -------
