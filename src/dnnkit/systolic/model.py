@@ -160,7 +160,8 @@ def _report(layer: GemmLayer, ar: int, ac: int, df: str) -> LayerReport:
     else:
         fold = 2 * ar + ac + t - 2
         fold_scalesim = 2 * ar + 2 * ac + t - 3
-    cycles_group = n_folds * fold - 1
+    # SCALE-Sim counts the last cycle index; only a 1x1 array running one 1-MAC fold gives 0
+    cycles_group = max(n_folds * fold - 1, 1)
     pes = ar * ac
     macs_group = layer.macs_per_group
     mapping = 100.0 * (sr * sc) / (n_folds * pes)
