@@ -24,8 +24,9 @@ def test_default_reproduction_passes(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_reproduction_runs_sequentially(tmp_path):
+def test_quick_reproduction_passes(tmp_path):
     out = run_experiment("seq2seq", out=tmp_path, quick=True, device="cpu")
     names = [c.name for c in out.result.claims]
     assert names[0].startswith("training converged")
     assert set(out.result.metrics["forward"]["decode"]) == {"1", "2"}
+    assert out.result.passed, [(c.name, c.measured) for c in out.result.claims if not c.passed]

@@ -56,9 +56,10 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(n_train=3000, n_test=80, hidden=96, emb_dim=32, steps=90, batch_size=32,
-                   lr=1e-2, beams=(1, 2), parallel=False, converged_loss_ratio=0.7,
-                   max_reversed_ppl=12.0, min_bleu_gain=0.0)
+        # a smaller grammar (sentences up to 12 words) and model, one process after the other
+        return cls(n_train=3000, n_test=100, max_len=12, n_nouns=6, n_adjs=2, n_verbs=3,
+                   hidden=64, emb_dim=32, steps=400, batch_size=32, lr=1e-2, beams=(1, 2),
+                   parallel=False, max_reversed_ppl=2.6, min_bleu_gain=5.0)
 
 
 BUCKETS = ((1, 10), (11, 20), (21, 30))
