@@ -161,10 +161,25 @@ msgstr "Dis \\"salut\\""
                                  ('Say "hi"', 'Dis "salut"')]
 
 
-def test_gettext_corpus_when_django_is_installed():
+def test_gettext_real_text_pipeline_when_django_is_installed():
+    """Smoke test on real text shipped inside an installed package (Django's catalogues)."""
     pytest.importorskip("django")
+    from dnnkit.seq2seq import LSTMSeq2Seq, Seq2SeqConfig, beam_search, bleu, train
+    from dnnkit.seq2seq.data import pad_sequences
+    from dnnkit.seq2seq.recipe import TrainConfig
+
     pairs = gettext_parallel_corpus("fr")
     assert len(pairs) > 100 and all(a and b for a, b in pairs)
+    toks = [(a.split(), b.split()) for a, b in pairs if 0 < len(a.split()) <= 8][:200]
+    sv, tv = Vocab(w for s, _ in toks for w in s), Vocab(w for _, t in toks for w in t)
+    ids = [(sv.encode(s), tv.encode(t)) for s, t in toks]
+    m = LSTMSeq2Seq(Seq2SeqConfig(len(sv), len(tv), emb_dim=16, hidden=32, layers=1))
+    hist = train(m, ids, cfg=TrainConfig(optimizer="adam", lr=1e-2, batch_size=32, max_steps=20,
+                                         halve_after_epochs=1e6))
+    assert hist["loss"][-1] < hist["loss"][0]
+    src, sl = pad_sequences([s for s, _ in ids[:20]])
+    hyps = [" ".join(tv.decode(o[0].tokens)) for o in beam_search(m, src, sl, beam_size=2)]
+    assert 0 <= bleu(hyps, [" ".join(t) for _, t in toks[:20]], tokenize="13a") <= 100
 
 
 def test_tensor_sequences_accepted_by_batching():
