@@ -145,3 +145,16 @@ def test_refuses_memory_infeasible_before_allocating():
     x = torch.zeros(3_000_000, 1)  # output would be 3e6 x 3e6 floats = 36 TB
     with pytest.raises(ValueError, match="GiB"):
         ntk_kernel(x + 1.0, None, spec)
+
+
+def test_empirical_bad_inputs():
+    net = ntk_mlp(4, 8, 2, KernelSpec(depth=2), seed=0)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'x2'"):
+        empirical_ntk(net, x, torch.randn(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'mode'"):
+        empirical_ntk(net, x, mode="diag")
+    with pytest.raises(TypeError, match="'model'"):
+        empirical_ntk(lambda t: t, x)
+    with pytest.raises(ValueError, match="MLP"):
+        ntk_mlp(4, 8, 2, KernelSpec(arch="conv"))
