@@ -33,7 +33,10 @@ def _conv_row(name: str, lay: GemmLayer, channels: int, filters: int) -> str:
         if lay.batch != 1:
             raise ValueError(f"to_scalesim_topology: layer {lay.name!r} has batch {lay.batch}; "
                              "SCALE-Sim has no batch dimension for convolutions. Use gemm=True.")
-        h, w, s = lay.in_h, lay.in_w, lay.stride_h
+        # effective extent: SCALE-Sim's ceil((H - R + s) / s) then equals floor((H - R) / s) + 1
+        h = (lay.out_h - 1) * lay.stride_h + lay.k_h
+        w = (lay.out_w - 1) * lay.stride_w + lay.k_w
+        s = lay.stride_h
     return f"{name}, {h}, {w}, {lay.k_h}, {lay.k_w}, {channels}, {filters}, {s},"
 
 
