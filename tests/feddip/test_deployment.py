@@ -56,6 +56,16 @@ def _free_ports(n):
     return ports
 
 
+def _wait_port(port, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.mark.slow
 def test_loopback_deployment_runs_feddip(tmp_path):
     from dnnkit.feddip.app import _cfg, _model
@@ -66,11 +76,11 @@ def test_loopback_deployment_runs_feddip(tmp_path):
     missing = [t for t, p in tools.items() if not p.is_file()]
     if missing:
         pytest.skip(f"Flower executables {missing} not found next to {sys.executable}")
-    fleet, control, link_http, n1, n2 = _free_ports(5)
+    link, n1, n2 = _free_ports(3)  # flwr >= 1.42: one HTTP port serves Fleet/Control/Runtime
     home = tmp_path / "flwr-home"
     home.mkdir()
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "loop"\n\n[superlink.loop]\naddress = "127.0.0.1:{control}"\n'
+        f'[superlink]\ndefault = "loop"\n\n[superlink.loop]\naddress = "127.0.0.1:{link}"\n'
         "insecure = true\n")
     ck = tmp_path / "server.safetensors"
     app = tmp_path / "app"
@@ -91,19 +101,21 @@ def test_loopback_deployment_runs_feddip(tmp_path):
 
     try:
         start("superlink", [str(tools["flower-superlink"]), "--insecure",
-                            "--fleet-api-address", f"127.0.0.1:{fleet}",
-                            "--control-api-address", f"127.0.0.1:{control}",
-                            "--host", "127.0.0.1", "--port", str(link_http),
+                            "--host", "127.0.0.1", "--port", str(link),
                             "--database", str(tmp_path / "state.db")])
         for i, port in enumerate((n1, n2)):
             start(f"supernode{i}", [str(tools["flower-supernode"]), "--insecure",
-                                    "--superlink", f"127.0.0.1:{fleet}",
+                                    "--superlink", f"127.0.0.1:{link}",
                                     "--host", "127.0.0.1", "--port", str(port),
                                     "--node-config", f"partition-id={i} num-partitions=2"])
-        time.sleep(5)
+        def logs_tail():
+            return {p.name: p.read_text()[-2000:] for p in logs.iterdir()}
+
+        assert _wait_port(link), logs_tail()
+        time.sleep(3)
         run = subprocess.run([str(tools["flwr"]), "run", str(app), "loop"], env=env,
                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.returncode == 0, (run.stdout + run.stderr, logs_tail())
         cfg = _cfg({"num-server-rounds": 3, "clients-per-round": 2, "target-sparsity": 0.8,
                     "reconfig-interval": 1})
         deadline = time.monotonic() + 300
@@ -119,8 +131,8 @@ def test_loopback_deployment_runs_feddip(tmp_path):
                     break
             time.sleep(2)
         if done != cfg.rounds:
-            tails = {p.name: p.read_text()[-2000:] for p in logs.iterdir()}
-            pytest.fail(f"deployment finished {done} of {cfg.rounds} rounds; logs: {tails}")
+            pytest.fail(f"deployment finished {done} of {cfg.rounds} rounds; logs: "
+                        f"{logs_tail()}")
         assert [h["clients_received"] for h in server.history] == [2, 2, 2]
         assert abs(server.history[-1]["sparsity"] - server.history[-1]["scheduled_sparsity"]) \
             < 1e-3
