@@ -30,7 +30,7 @@ def test_bs_matches_quantlib_black_formula(option):
     sig = rng.uniform(0.05, 0.8, 300)
     ours = bs_price(torch.tensor(sig), c, option).numpy() * m * SPOT
     ref = qlr.ql_bs(SPOT, m * SPOT, d, r, q, sig, option)
-    assert np.abs(ours - ref).max() / SPOT < 1e-10
+    assert np.abs(ours - ref).max() / SPOT < 1e-12        # issue: 1e-10; spec: 1e-12
 
 
 @pytest.mark.oracle

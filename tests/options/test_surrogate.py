@@ -150,10 +150,11 @@ def test_other_losses_and_optimizers_reduce_error(bs_data, loss, optimizer):
 
 def test_from_module_wraps_a_user_network(bs_data, tmp_path):
     tr, va, te = bs_data
+    torch.manual_seed(0)                                     # the user's own initialisation
     user = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     net = SurrogatePricer.from_module(user, tr.feature_box)
-    h = net.fit(tr, va, lr=3e-3, batch_size=256, epochs=15, seed=0)
-    assert h["best_val_rmse"] < 0.3 * float(va.y.std())
+    h = net.fit(tr, va, lr=3e-3, batch_size=256, epochs=30, seed=0)
+    assert h["best_val_rmse"] < 0.3 * float(va.y.std())      # 0.03 vs std 0.12
     assert net.net is user                                   # trained in place, not copied
     path = net.save(tmp_path / "custom.safetensors")
     with pytest.raises(CheckpointError, match="module="):
