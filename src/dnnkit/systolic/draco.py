@@ -26,9 +26,9 @@ from torch import nn
 
 from dnnkit.core.validation import param_error, suggest
 from dnnkit.systolic.layers import GemmLayer, divisors, extract_layers, regroup_layers
-from dnnkit.systolic.model import NetworkReport, SystolicArray, simulate
+from dnnkit.systolic.model import DEFAULT_ARRAY, NetworkReport, SystolicArray, simulate
 
-__all__ = ["SweepPoint", "draco_sweep", "choose_group_sizes", "apply_group_size"]
+__all__ = ["SweepPoint", "apply_group_size", "choose_group_sizes", "draco_sweep"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _point(g, rep: NetworkReport, layers: Sequence[GemmLayer], base: NetworkRepo
 
 
 def draco_sweep(model_or_layers: nn.Module | Sequence[GemmLayer],
-                array: SystolicArray = SystolicArray(),
+                array: SystolicArray = DEFAULT_ARRAY,
                 group_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), *,
                 input_shape: Sequence[int] | torch.Tensor | None = None,
                 strict: bool = True) -> list[SweepPoint]:
@@ -126,7 +126,7 @@ def draco_sweep(model_or_layers: nn.Module | Sequence[GemmLayer],
 
 
 def choose_group_sizes(model_or_layers: nn.Module | Sequence[GemmLayer],
-                       array: SystolicArray = SystolicArray(), *, target_util: float,
+                       array: SystolicArray = DEFAULT_ARRAY, *, target_util: float,
                        candidates: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
                        input_shape: Sequence[int] | torch.Tensor | None = None,
                        strict: bool = True) -> dict[str, int]:

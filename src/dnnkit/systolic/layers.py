@@ -20,7 +20,7 @@ from torch import nn
 from dnnkit.core.hooks import eval_mode, registered_hooks
 from dnnkit.core.validation import check_choice, param_error, suggest
 
-__all__ = ["GemmLayer", "LAYER_KINDS", "extract_layers", "regroup_layers", "divisors"]
+__all__ = ["LAYER_KINDS", "GemmLayer", "divisors", "extract_layers", "regroup_layers"]
 
 LAYER_KINDS = ("conv", "pointwise", "depthwise", "group", "fc")
 

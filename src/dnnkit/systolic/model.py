@@ -31,8 +31,16 @@ from torch import nn
 from dnnkit.core.validation import check_choice, param_error
 from dnnkit.systolic.layers import GemmLayer, extract_layers
 
-__all__ = ["DATAFLOWS", "SystolicArray", "LayerReport", "NetworkReport", "spatial_dims",
-           "simulate_layer", "simulate"]
+__all__ = [
+    "DATAFLOWS",
+    "DEFAULT_ARRAY",
+    "LayerReport",
+    "NetworkReport",
+    "SystolicArray",
+    "simulate",
+    "simulate_layer",
+    "spatial_dims",
+]
 
 DATAFLOWS = ("os", "ws", "is")
 
@@ -77,6 +85,10 @@ class SystolicArray:
     def pes(self) -> int:
         """Number of processing elements ``rows * cols``."""
         return self.rows * self.cols
+
+
+#: 64x64 output-stationary array, the default of every function taking an array.
+DEFAULT_ARRAY = SystolicArray()
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,7 @@ def _report(layer: GemmLayer, ar: int, ac: int, df: str) -> LayerReport:
     )
 
 
-def simulate_layer(layer: GemmLayer, array: SystolicArray = SystolicArray()) -> LayerReport:
+def simulate_layer(layer: GemmLayer, array: SystolicArray = DEFAULT_ARRAY) -> LayerReport:
     """Compute cycles and utilisation of one layer on ``array``.
 
     Parameters
@@ -212,7 +224,7 @@ def simulate_layer(layer: GemmLayer, array: SystolicArray = SystolicArray()) -> 
 
 
 def simulate(model_or_layers: nn.Module | Sequence[GemmLayer],
-             array: SystolicArray = SystolicArray(), *,
+             array: SystolicArray = DEFAULT_ARRAY, *,
              input_shape: Sequence[int] | torch.Tensor | None = None,
              strict: bool = True) -> NetworkReport:
     """Per-layer and whole-network compute report of a model (or layer list) on ``array``.
