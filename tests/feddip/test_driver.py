@@ -8,14 +8,14 @@ from torch import nn
 
 pytest.importorskip("flwr")
 
-from dnnkit.feddip.config import FedDIPConfig  # noqa: E402
-from dnnkit.feddip.driver import InProcessGrid, quiet_flower, run_feddip, server_identity  # noqa: E402,E501
-from dnnkit.feddip.flower import make_client_app  # noqa: E402
+from dnnkit.feddip.config import FedDIPConfig
+from dnnkit.feddip.driver import InProcessGrid, quiet_flower, run_feddip, server_identity
+from dnnkit.feddip.flower import make_client_app
 
-from .helpers import tiny_clients, tiny_model  # noqa: E402
+from .helpers import tiny_clients, tiny_model
 
-CFG = dict(rounds=6, clients_per_round=2, local_epochs=1, batch_size=8, lambda_segments=3,
-           reconfig_interval=2, target_sparsity=0.8, prune_until=4)
+CFG = {"rounds": 6, "clients_per_round": 2, "local_epochs": 1, "batch_size": 8,
+       "lambda_segments": 3, "reconfig_interval": 2, "target_sparsity": 0.8, "prune_until": 4}
 
 
 def _plain_sgd_client_app(clients, lr0, decay, wd, batch_size):

@@ -5,11 +5,11 @@ import torch
 
 pytest.importorskip("flwr")  # the `fl` extra; installed by `make test`
 
-from dnnkit.feddip.config import FedDIPConfig  # noqa: E402
-from dnnkit.feddip.driver import InProcessGrid, quiet_flower, server_identity  # noqa: E402
-from dnnkit.feddip.flower import FedDIPStrategy, make_client_app  # noqa: E402
+from dnnkit.feddip.config import FedDIPConfig
+from dnnkit.feddip.driver import InProcessGrid, quiet_flower, server_identity
+from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
 
-from .helpers import error_reply, reply, tiny_clients, tiny_model  # noqa: E402
+from .helpers import error_reply, reply, tiny_clients, tiny_model
 
 
 def _strategy(**kw):

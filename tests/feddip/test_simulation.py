@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("flwr")
 
-from dnnkit.feddip.config import FedDIPConfig  # noqa: E402
-from dnnkit.feddip.driver import run_feddip  # noqa: E402
-from dnnkit.feddip.simulation import ray_available, run_flower_simulation  # noqa: E402
+from dnnkit.feddip.config import FedDIPConfig
+from dnnkit.feddip.driver import run_feddip
+from dnnkit.feddip.simulation import ray_available, run_flower_simulation
 
-from .helpers import tiny_clients, tiny_model  # noqa: E402
+from .helpers import tiny_clients, tiny_model
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -42,8 +42,14 @@ from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.local import dpf_local_train
 from dnnkit.feddip.server import FedDIPServer
 
-__all__ = ["FedDIPConfig", "FedDIPServer", "dpf_local_train", "FedDIPStrategy",
-           "make_client_app", "run_feddip"]
+__all__ = [
+    "FedDIPConfig",
+    "FedDIPServer",
+    "FedDIPStrategy",
+    "dpf_local_train",
+    "make_client_app",
+    "run_feddip",
+]
 
 _FLOWER = {"FedDIPStrategy": "dnnkit.feddip.flower", "make_client_app": "dnnkit.feddip.flower",
            "run_feddip": "dnnkit.feddip.driver"}

@@ -32,7 +32,7 @@ from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.data import partition_dirichlet, partition_iid
 from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
 
-__all__ = ["server_app", "client_app"]
+__all__ = ["client_app", "server_app"]
 
 
 def _model() -> torch.nn.Module:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
 
-__all__ = ["FedDIPConfig", "sparsity_schedule", "lambda_schedule", "lr_schedule"]
+__all__ = ["FedDIPConfig", "lambda_schedule", "lr_schedule", "sparsity_schedule"]
 
 _WHERE = "FedDIPConfig"
 

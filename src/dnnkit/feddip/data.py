@@ -17,8 +17,13 @@ from dnnkit.core.data import read_cifar10_binary, read_idx
 from dnnkit.core.seeding import make_rng
 from dnnkit.core.validation import check_int, check_interval, param_error
 
-__all__ = ["partition_iid", "partition_dirichlet", "load_fashion_mnist", "load_cifar10",
-           "split_clients"]
+__all__ = [
+    "load_cifar10",
+    "load_fashion_mnist",
+    "partition_dirichlet",
+    "partition_iid",
+    "split_clients",
+]
 
 
 def partition_iid(n: int, num_clients: int, *, seed: int = 0) -> list[np.ndarray]:

@@ -32,7 +32,7 @@ from dnnkit.core.validation import check_int, param_error
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
 
-__all__ = ["InProcessGrid", "run_feddip", "History", "server_identity", "quiet_flower"]
+__all__ = ["History", "InProcessGrid", "quiet_flower", "run_feddip", "server_identity"]
 
 _SERVER_NODE = 0
 
@@ -173,7 +173,7 @@ class InProcessGrid(Grid):
         self.bytes_sent += _array_bytes(msg.content)
         try:
             reply = self.client_app(msg, self.contexts[node])
-        except Exception as exc:  # a failing ClientApp becomes an error reply, as on a SuperNode
+        except Exception as exc:  # noqa: BLE001  (a failing ClientApp becomes an error reply)
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                                  reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
         if reply.has_content():

@@ -44,7 +44,7 @@ from dnnkit.feddip.local import dpf_local_train
 from dnnkit.feddip.masks import erk_mask
 from dnnkit.feddip.server import FedDIPServer, client_seed, upload_stats
 
-__all__ = ["FedDIPStrategy", "make_client_app", "make_server_app", "QUERY_PARTITION"]
+__all__ = ["QUERY_PARTITION", "FedDIPStrategy", "make_client_app", "make_server_app"]
 
 log = logging.getLogger("dnnkit")
 
@@ -278,7 +278,7 @@ def _as_dataset(data: Any) -> Dataset:
                                 type(data).__name__))
 
 
-class shuffled_batches:  # noqa: N801  (used like DataLoader)
+class shuffled_batches:
     """Re-iterable shuffled mini-batches of a dataset, one new permutation per pass.
 
     Each pass draws ``torch.randperm(n, generator=generator)``; a ``TensorDataset`` is sliced

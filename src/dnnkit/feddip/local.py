@@ -4,7 +4,6 @@ regularisation, on any ``nn.Module``."""
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch

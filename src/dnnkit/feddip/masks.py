@@ -18,13 +18,13 @@ from dnnkit.core.validation import check_interval, param_error
 
 __all__ = [
     "PRUNABLE_TYPES",
-    "prunable_parameters",
-    "global_magnitude_mask",
-    "erk_mask",
     "apply_mask",
     "check_mask",
+    "erk_mask",
+    "global_magnitude_mask",
     "mask_sparsity",
     "payload_bytes",
+    "prunable_parameters",
 ]
 
 #: Layer types whose ``weight`` is pruned (biases and normalisation layers are never pruned).
@@ -109,7 +109,7 @@ def global_magnitude_mask(state: Mapping[str, torch.Tensor], names: Sequence[str
     if not bool(torch.isfinite(flat).all()):
         raise ValueError(f"{where}: the weights to prune contain NaN or inf.")
     n = flat.numel()
-    k = int(round(sparsity * n))
+    k = round(sparsity * n)
     keep = torch.ones(n, dtype=torch.bool)
     if k > 0:
         order = torch.sort(flat, stable=True).indices
@@ -170,7 +170,7 @@ def erk_mask(shapes: Mapping[str, Sequence[int] | torch.Size], density: float, *
         if k in dense:
             out[k] = torch.ones(tuple(shape), dtype=torch.bool)
             continue
-        keep = min(n, max(1, int(round(eps * raw[k] * n))))
+        keep = min(n, max(1, round(eps * raw[k] * n)))
         flat = torch.zeros(n, dtype=torch.bool)
         flat[torch.randperm(n, generator=g)[:keep]] = True
         out[k] = flat.reshape(tuple(shape))

@@ -24,7 +24,7 @@ from dnnkit.feddip.masks import (
     prunable_parameters,
 )
 
-__all__ = ["fedavg", "FedDIPServer", "official_mbit", "upload_stats", "sample_clients"]
+__all__ = ["FedDIPServer", "fedavg", "official_mbit", "sample_clients", "upload_stats"]
 
 
 def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]

@@ -20,7 +20,7 @@ from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.flower import make_client_app, make_server_app
 from dnnkit.feddip.server import FedDIPServer
 
-__all__ = ["run_flower_simulation", "ray_available"]
+__all__ = ["ray_available", "run_flower_simulation"]
 
 
 def ray_available() -> bool:
