@@ -447,7 +447,9 @@ def extract_interactions(
         eps_n = torch.stack(es).to(v)
     else:
         gamma_n, eps_n = _adam_single(vn.detach(), taun, steps, lr)
-    gamma, eps = gamma_n * s[:, None], eps_n * s[:, None]
+    gamma = gamma_n * s[:, None]
+    tau = (tau_ratio * gain)[:, None]
+    eps = torch.maximum(torch.minimum(eps_n * s[:, None], tau), -tau)  # exact bound after scaling
     i_and, i_or = merge_singletons(moebius(0.5 * (v + eps) + gamma),
                                    _or_transform(0.5 * (v + eps) - gamma))
     obj = _single_loss(v, gamma, eps)
@@ -574,7 +576,9 @@ def extract_shared_interactions(
     else:
         gb, gh, eps_n = _adam_shared(vn.detach(), taun, bn, alpha, steps, lr)
         gamma_n = gb.unsqueeze(0) + gh
-    gamma, eps = gamma_n * s[None, :, None], eps_n * s[None, :, None]
+    gamma = gamma_n * s[None, :, None]
+    tau = (tau_ratio * gain)[..., None]
+    eps = torch.maximum(torch.minimum(eps_n * s[None, :, None], tau), -tau)
     obj = _shared_loss(v, gamma, eps, alpha)
     shape = batch + (v.shape[-1],)
     out = []
