@@ -157,3 +157,15 @@ def test_bad_inputs():
         run_feddip(lambda: nn.Sequential(nn.Flatten()), clients, None, FedDIPConfig(**CFG))
     with pytest.raises(TypeError, match="FedDIPConfig"):
         run_feddip(tiny_model, clients, None, {"rounds": 3})
+
+
+@pytest.mark.parametrize("options", [
+    {"round0_mask": "client_erk"}, {"round0_mask": "dense"}, {"reprune_from": "dense"},
+    {"prox_mu": 0.01}, {"lambda_constant": True}, {"momentum": 0.9},
+])
+def test_options_run_end_to_end(options):
+    clients = tiny_clients(4)
+    hist = run_feddip(tiny_model, clients, clients[0], FedDIPConfig(**{**CFG, **options}))
+    n = sum(m.numel() for m in hist.mask.values())
+    assert abs(hist.final["sparsity"] - 0.8) <= 1 / n
+    assert all(torch.isfinite(v).all() for v in hist.state.values())

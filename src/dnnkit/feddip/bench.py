@@ -57,13 +57,9 @@ def bench(quick: bool = False) -> list[Timing]:
                       "FedAvg bytes", 1.0,
                       note=f"downlink {down:.3f}, total with dense upload {total:.3f}, "
                            f"last-round downlink {last:.3f} over {rounds} rounds"))
-    if quick:
-        out.append(Timing("Flower simulation (Ray)", float("nan"), "in-process driver", t_dip,
-                          note="skipped in quick mode"))
-        return out
-    if not ray_available():
-        out.append(Timing("Flower simulation (Ray)", float("nan"), "in-process driver", t_dip,
-                          note="Ray not installed: pip install 'flwr[simulation]'"))
+    if quick or not ray_available():
+        why = "quick mode" if quick else "Ray not installed: pip install 'flwr[simulation]'"
+        out[0].note += f"; Flower simulation row skipped ({why})"
         return out
     times = {}
     for n in (2, 6):
