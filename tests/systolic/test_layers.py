@@ -95,14 +95,14 @@ def test_model_left_as_found():
     assert [m.training for m in net.modules()] == flags
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN stats untouched
-    assert all(not m._forward_hooks for m in net.modules())
+    assert all(not m._forward_hooks and not m._forward_hooks_with_kwargs for m in net.modules())
 
 
 def test_hooks_removed_when_forward_fails():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2))
     with pytest.raises(ValueError, match=r"shape \(1, 3, 8, 8\)"):
         extract_layers(net, (1, 3, 8, 8))
-    assert all(not m._forward_hooks for m in net.modules())
+    assert all(not m._forward_hooks and not m._forward_hooks_with_kwargs for m in net.modules())
 
 
 @pytest.mark.parametrize("module, shape, what", [
@@ -194,3 +194,28 @@ def test_regroup_layers_errors_and_clamp():
     with pytest.raises(ValueError, match="group_size"):
         regroup_layers([dw], 0)
     assert regroup_layers([dw, pw], {"dw": 6})[0].n_groups == 2
+
+
+def test_keyword_input_and_refused_parent_with_called_child():
+    class Wrapper(nn.Conv1d):  # refused type whose forward calls a child Linear
+        def __init__(self):
+            super().__init__(2, 2, 1)
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    class KW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3)
+            self.w = Wrapper()
+
+        def forward(self, x):
+            y = self.conv(input=x)
+            return self.w(y.flatten(2)[..., :3])
+
+    with pytest.warns(UserWarning, match="'w'"):
+        layers = extract_layers(KW(), (1, 2, 5, 5), strict=False)
+    assert [x.name for x in layers] == ["conv"]  # w.inner belongs to the skipped module
+    assert layers[0].out_h == 3

@@ -258,8 +258,9 @@ def extract_layers(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, 
     calls: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor | None]] = []
 
     def make_hook(path: str):
-        def hook(module, args, output):
-            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        def hook(module, args, kwargs, output):
+            x = args[0] if args else kwargs.get("input")
+            x = x if isinstance(x, torch.Tensor) else None
             y = output if isinstance(output, torch.Tensor) else None
             calls.append((path, module, x, y))
         return hook
@@ -268,7 +269,8 @@ def extract_layers(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, 
         for path, module in model.named_modules():
             is_leaf = len(list(module.children())) == 0
             if is_leaf or isinstance(module, (nn.Conv2d, nn.Linear, *_REFUSED)):
-                handles.append(module.register_forward_hook(make_hook(path or "<root>")))
+                handles.append(module.register_forward_hook(make_hook(path or "<root>"),
+                                                           with_kwargs=True))
         try:
             model(example)
         except (NotImplementedError, KeyboardInterrupt):
@@ -280,19 +282,16 @@ def extract_layers(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, 
     layers: list[GemmLayer] = []
     unmodeled: list[str] = []
     seen: dict[str, int] = {}
-    refused_names: set[str] = set()
+    refused = {path: why for path, module, _, _ in calls
+               if (why := _why_refused(module)) is not None}
+    for path, why in refused.items():
+        msg = f"extract_layers: layer {path!r}: {why}."
+        if strict:
+            raise NotImplementedError(msg + " Pass strict=False to skip it with a warning.")
+        warnings.warn(msg + " Skipped (its cycles are not counted).", stacklevel=2)
     for path, module, x, y in calls:
-        why = _why_refused(module)
-        if why is not None:
-            msg = f"extract_layers: layer {path!r}: {why}."
-            if strict:
-                raise NotImplementedError(msg + " Pass strict=False to skip it with a warning.")
-            if path not in refused_names:
-                warnings.warn(msg + " Skipped (its cycles are not counted).", stacklevel=2)
-                refused_names.add(path)
-            continue
-        # a leaf inside a refused module (e.g. MultiheadAttention.out_proj) is its business
-        if any(path.startswith(r + ".") for r in refused_names):
+        # a refused module, or a module inside one (e.g. MultiheadAttention.out_proj)
+        if path in refused or any(path.startswith(r + ".") for r in refused):
             continue
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             if x is None or (isinstance(module, nn.Conv2d) and y is None):
