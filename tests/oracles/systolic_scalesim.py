@@ -26,7 +26,6 @@ import tempfile
 import time
 from importlib.metadata import version
 
-
 CONFIG = """[general]
 run_name = dnnkit_oracle
 
