@@ -164,3 +164,16 @@ def test_from_module_wraps_a_user_network(bs_data, tmp_path):
     assert torch.equal(back(te.X), net(te.X))
     with pytest.raises(TypeError, match="module"):
         SurrogatePricer.from_module(torch.nn.ReLU(), tr.feature_box)
+
+
+def test_speed_report_compares_on_the_same_batch(bs_net, bs_data):
+    from dnnkit.options.surrogate import speed_report
+
+    net, _ = bs_net
+    _, _, te = bs_data
+    rep = speed_report(net, lambda X: bs_price(X[:, 0], X[:, 1:]), te.X, repeats=2)
+    assert rep["n"] == len(te) and rep["threads"] >= 1
+    assert rep["fast_wall_s"] > 0 and rep["reference_wall_s"] > 0
+    with torch.no_grad():
+        direct = float((net(te.X) - te.y).abs().max())
+    assert abs(rep["max_abs_diff"] - direct) < 1e-12

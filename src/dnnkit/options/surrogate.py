@@ -465,3 +465,38 @@ def sweep(train: PricingDataset, val: PricingDataset, grid: Mapping[str, Sequenc
                      "seconds": h["seconds"]})
     rows.sort(key=lambda r: r["val_rmse"])
     return rows
+
+
+def speed_report(fast: Callable[[torch.Tensor], torch.Tensor],
+                 reference: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, *,
+                 repeats: int = 5) -> dict:
+    """Time ``fast(X)`` (e.g. a surrogate) against ``reference(X)`` (e.g. the COS pricer) on the
+    same batch (spec section 7): median wall and CPU time over ``repeats`` runs after one
+    warm-up, options per second, the speed-up and the max absolute difference of the outputs.
+    Records ``torch.get_num_threads()`` and the input dtype."""
+    check_int(repeats, "repeats", 1, where="speed_report")
+    X = check_tensor(X, "X", ndim=2, where="speed_report")
+
+    def timed(fn):
+        with torch.no_grad():
+            out = fn(X)
+            walls, cpus = [], []
+            for _ in range(repeats):
+                w0, c0 = time.perf_counter(), time.process_time()
+                fn(X)
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+        walls.sort()
+        cpus.sort()
+        return out, walls[len(walls) // 2], cpus[len(cpus) // 2]
+
+    out_f, wf, cf = timed(fast)
+    out_r, wr, cr = timed(reference)
+    diff = float((torch.as_tensor(out_f).reshape(-1).to(torch.float64).cpu()
+                  - torch.as_tensor(out_r).reshape(-1).to(torch.float64).cpu()).abs().max())
+    n = X.shape[0]
+    return {"n": n, "threads": torch.get_num_threads(), "dtype": str(X.dtype),
+            "fast_wall_s": wf, "fast_cpu_s": cf, "reference_wall_s": wr, "reference_cpu_s": cr,
+            "fast_per_s": n / wf if wf > 0 else math.inf,
+            "reference_per_s": n / wr if wr > 0 else math.inf,
+            "speedup": wr / wf if wf > 0 else math.inf, "max_abs_diff": diff}
