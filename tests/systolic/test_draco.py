@@ -121,3 +121,16 @@ def test_choose_group_sizes_reaches_the_target():
         if g > 1:  # the next smaller candidate misses the target
             prev = simulate(regroup_layers([lay], g // 2), arr).layers[0].overall_util
             assert prev < 5.0
+
+
+def test_choose_group_sizes_bad_target():
+    dw = GemmLayer("dw", "depthwise", 9, 9, 3, 3, 1, 1, n_groups=8)
+    with pytest.raises(ValueError, match="target_util"):
+        choose_group_sizes([dw], SystolicArray(), target_util=0)
+
+
+def test_whole_model_is_a_depthwise_conv(float64):
+    conv = nn.Conv2d(4, 4, 3, groups=4)
+    new = apply_group_size(conv, 2, init_from_depthwise=True)
+    x = torch.randn(1, 4, 6, 6)
+    assert new.groups == 2 and torch.allclose(new(x), conv(x), atol=1e-12)

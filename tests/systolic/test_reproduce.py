@@ -39,3 +39,14 @@ def test_bench_quick_identical_cycles_and_faster():
 
     rows = bench(quick=True)
     assert "identical cycles: yes" in rows[0].note
+
+
+def test_experiment_config_is_checked(tmp_path):
+    from dnnkit.core.registry import RunContext, get
+
+    exp = get("systolic")
+    ctx = RunContext(out_dir=tmp_path)
+    with pytest.raises(ValueError, match="must contain 1, 2 and 4"):
+        exp.run(exp.config(group_sizes=(1, 8)), ctx)
+    with pytest.raises(ValueError, match="acc_group_sizes"):
+        exp.run(exp.config(acc_group_sizes=(4, 8)), ctx)

@@ -24,7 +24,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from dnnkit.core.validation import param_error, suggest
+from dnnkit.core.validation import check_interval, param_error, suggest
 from dnnkit.systolic.layers import GemmLayer, divisors, extract_layers, regroup_layers
 from dnnkit.systolic.model import DEFAULT_ARRAY, NetworkReport, SystolicArray, simulate
 
@@ -141,6 +141,7 @@ def choose_group_sizes(model_or_layers: nn.Module | Sequence[GemmLayer],
     layers = _layers_of(model_or_layers, input_shape, strict, where)
     if not isinstance(array, SystolicArray):
         raise TypeError(param_error("array", where, "a SystolicArray", type(array).__name__))
+    check_interval(target_util, "target_util", 0.0, 100.0, closed="right", where=where)
     out: dict[str, int] = {}
     for lay in layers:
         if lay.kind != "depthwise":
