@@ -143,3 +143,10 @@ def test_bad_tensors():
         harsanyi_or([0.0, 1.0])
     with pytest.raises(ValueError, match="broadcastable"):
         and_or_interactions(torch.zeros(8), gamma=torch.zeros(4))
+
+
+def test_bench_dense_matrix_is_the_moebius_map():
+    from dnnkit.interactions.bench import dense_moebius_matrix
+
+    v = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(dense_moebius_matrix(6) @ v, harsanyi_and(v), atol=1e-12)
