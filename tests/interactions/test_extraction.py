@@ -8,8 +8,14 @@ from torch import nn
 
 from dnnkit.interactions import explain_models, extract_interactions, extract_shared_interactions
 from dnnkit.interactions.extraction import result_at
-from dnnkit.interactions.metrics import (efficiency_gap, matching_gap, order_profile, sparsity,
-                                         strength_curve, topk_overlap)
+from dnnkit.interactions.metrics import (
+    efficiency_gap,
+    matching_gap,
+    order_profile,
+    sparsity,
+    strength_curve,
+    topk_overlap,
+)
 
 
 def _vals(*shape, seed=0):

@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from dnnkit.interactions import extract_interactions, extract_shared_interactions, harsanyi_and
-from dnnkit.interactions import harsanyi_or
+from dnnkit.interactions import (
+    extract_interactions,
+    extract_shared_interactions,
+    harsanyi_and,
+    harsanyi_or,
+)
 from dnnkit.interactions.extraction import shared_objective, single_objective
 from tests.conftest import need
 
@@ -100,7 +104,7 @@ def _lp_shared(vs, taus, bounds_, alpha):
     # per model blocks: xp, xn, yp, yn, e, gh ; then gbar, ua, uo
     per = 6
     nv = m * per * k + 3 * k
-    blk = lambda i_, j: slice((i_ * per + j) * k, (i_ * per + j + 1) * k)  # noqa: E731
+    blk = lambda i_, j: slice((i_ * per + j) * k, (i_ * per + j + 1) * k)
     gbar, ua, uo = (slice(m * per * k + j * k, m * per * k + (j + 1) * k) for j in range(3))
     a_eq, b_eq, a_ub, b_ub = [], [], [], []
     for mi in range(m):

@@ -22,7 +22,7 @@ def test_read_sst2_tsv(tmp_path):
 
 
 def test_word_positions_skip_stop_words_and_are_seeded():
-    toks = "[CLS] the movie is a truly wonderful , moving story of 2 friends".split()
+    toks = ["[CLS]", "the", "movie", "is", "a", "truly", "wonderful", ",", "moving", "story", "of", "2", "friends"]
     pos = word_positions(toks, 4, seed=0)
     assert pos == word_positions(toks, 4, seed=0)
     assert all(toks[i] in {"movie", "truly", "wonderful", "moving", "story", "friends"}

@@ -9,8 +9,12 @@ from hypothesis import strategies as st
 
 from dnnkit.interactions import harsanyi_and, harsanyi_or
 from dnnkit.interactions.metrics import efficiency_gap, matching_gap
-from dnnkit.interactions.subsets import (index_to_subset, n_from_length, subset_sizes,
-                                         subset_to_index)
+from dnnkit.interactions.subsets import (
+    index_to_subset,
+    n_from_length,
+    subset_sizes,
+    subset_to_index,
+)
 from dnnkit.interactions.transforms import and_or_interactions, merge_singletons, reconstruct
 
 
@@ -21,7 +25,7 @@ def brute_and(v):
     for s in range(k):
         for t in range(k):
             if t & s == t:
-                out[s] += (-1) ** (bin(s).count("1") - bin(t).count("1")) * v[t]
+                out[s] += (-1) ** (s.bit_count() - t.bit_count()) * v[t]
     return out
 
 
@@ -32,7 +36,7 @@ def brute_or(v):
     for s in range(1, k):
         for t in range(k):
             if t & s == t:
-                out[s] -= (-1) ** (bin(s).count("1") - bin(t).count("1")) * v[full ^ t]
+                out[s] -= (-1) ** (s.bit_count() - t.bit_count()) * v[full ^ t]
     out[0] = v[0]
     return out
 

@@ -39,5 +39,11 @@ from dnnkit.interactions.extraction import extract_interactions, extract_shared_
 from dnnkit.interactions.masking import masked_outputs
 from dnnkit.interactions.transforms import harsanyi_and, harsanyi_or
 
-__all__ = ["masked_outputs", "harsanyi_and", "harsanyi_or", "extract_interactions",
-           "extract_shared_interactions", "explain_models"]
+__all__ = [
+           "explain_models",
+           "extract_interactions",
+           "extract_shared_interactions",
+           "harsanyi_and",
+           "harsanyi_or",
+           "masked_outputs",
+]

@@ -53,13 +53,13 @@ def _transform_rows(ns, repeat) -> list[Timing]:
     for n in ns:
         g = torch.Generator().manual_seed(n)
         v = torch.randn(1 << n, dtype=torch.float64, generator=g)
-        ours = time_call(lambda: harsanyi_and(v), repeat=repeat)
+        ours = time_call(lambda v=v: harsanyi_and(v), repeat=repeat)
         need = (1 << (2 * n)) * 8
         if need <= DENSE_BUDGET_BYTES:
             t0 = time.perf_counter()
             mat = dense_moebius_matrix(n)
             build = time.perf_counter() - t0
-            dense = time_call(lambda: mat @ v, repeat=repeat)
+            dense = time_call(lambda m=mat, v=v: m @ v, repeat=repeat)
             err = float((mat @ v - harsanyi_and(v)).abs().max())
             rows.append(Timing(f"Harsanyi transform n={n} (one sample)", ours,
                                "dense 2^n x 2^n mat-vec (official approach)", dense,
@@ -76,10 +76,10 @@ def _transform_rows(ns, repeat) -> list[Timing]:
             vals = v.numpy()
             shifts = torch.arange(n).numpy()
 
-            def game(coal):
+            def game(coal, vals=vals, shifts=shifts):
                 return vals[(coal.astype("int64") << shifts).sum(1)]
 
-            def run_shapiq():
+            def run_shapiq(game=game, n=n):
                 return shapiq.ExactComputer(game, n_players=n)("Moebius", order=n)
 
             t0 = time.perf_counter()

@@ -26,8 +26,13 @@ from dnnkit.core.seeding import make_generator
 from dnnkit.core.training import accuracy, fit, predict
 from dnnkit.interactions.extraction import extract_interactions, extract_shared_interactions
 from dnnkit.interactions.masking import masked_outputs, patch_players
-from dnnkit.interactions.metrics import (efficiency_gap, matching_gap, order_profile, sparsity,
-                                         topk_overlap)
+from dnnkit.interactions.metrics import (
+    efficiency_gap,
+    matching_gap,
+    order_profile,
+    sparsity,
+    topk_overlap,
+)
 from dnnkit.interactions.plots import plot_overlap_vs_k, plot_strength_curves
 from dnnkit.interactions.transforms import harsanyi_and, harsanyi_or
 
@@ -58,7 +63,7 @@ class Config:
     lp_check: bool = True
 
     @classmethod
-    def quick(cls) -> "Config":
+    def quick(cls) -> Config:
         return cls(epochs=10, n_players=8, per_class=1, steps=800, min_accuracy=0.85,
                    lp_check=False)
 
@@ -178,7 +183,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
 
     # --- overlap vs k
     size = 1 << n
-    ks = [max(1, int(math.floor(r * size))) for r in cfg.ratios]
+    ks = [max(1, math.floor(r * size)) for r in cfg.ratios]
     a0, a1 = names
     curves = {"AND": {"joint (ours)": [], "traditional": [], "Harsanyi": []},
               "OR": {"joint (ours)": [], "traditional": [], "Harsanyi": []}}
@@ -251,24 +256,24 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                       paper="0.33 .. 0.59 at k = 5% on MNIST"),
     ]
     deviations = [
-        "8x8 scikit-learn digits with an MLP and a small CNN instead of MNIST with ResNet-20 and "
-        "VGG-16; the 10-class task instead of the (unverified) binary 'is it a 3' task.",
-        f"Players are the {n} 2x2 patches with the most ink (the paper: 8 hand-chosen segments); "
-        "the other patches are background kept in every masked input.",
+        ("8x8 scikit-learn digits with an MLP and a small CNN instead of MNIST with ResNet-20 "
+         "and VGG-16; the 10-class task instead of the (unverified) binary 'is it a 3' task."),
+        (f"Players are the {n} 2x2 patches with the most ink (the paper: 8 hand-chosen "
+         "segments); the other patches are background kept in every masked input."),
         f"{len(idx)} samples ({cfg.per_class} per class) instead of 100.",
-        "The sparse objectives are minimised with projected Adam (cosine-decayed lr "
-        f"{cfg.lr}, {cfg.steps} steps) on values normalised by |v(N)-v(empty)| instead of "
-        "SGD with lr 1e-5..1e-7 for 20,000 iterations on raw values; both minimise the same "
-        "convex objective. Adam does not reach the exact optimum on these real games (see the "
-        "oracle line: tens of percent above the LP optimum at n = 8, more at n = 10, where the "
-        "LP takes minutes per sample), and neither does the paper's SGD; both extractions are "
-        "run with the same budget, so the comparison is like for like.",
-        "The shared bound B_i = 0.5 x the mean of v_i(N)-v_i(empty) over the explained samples "
-        "(the paper: over the dataset).",
-        "Salient = |I| > 5% of the max over all samples (pooled, as in the paper's Fig. 2); the "
-        "table also gives the fraction with a per-sample max (stricter).",
-        "OR 'Harsanyi' baseline = OR interactions of v itself (gamma = eps = 0 with all mass on "
-        "OR); the paper's baseline curve is AND-only.",
+        ("The sparse objectives are minimised with projected Adam (cosine-decayed lr "
+         f"{cfg.lr}, {cfg.steps} steps) on values normalised by |v(N)-v(empty)| instead of SGD "
+         "with lr 1e-5..1e-7 for 20,000 iterations on raw values; both minimise the same convex "
+         "objective. Adam does not reach the exact optimum on these real games (the oracle line "
+         "gives the measured excess on an 8-player sub-game; the exact LP at n = 10 takes "
+         "minutes per sample), and neither does the paper's SGD; both extractions get the same "
+         "budget, so the comparison is like for like."),
+        ("The shared bound B_i = 0.5 x the mean of v_i(N)-v_i(empty) over the explained samples "
+         "(the paper: over the dataset)."),
+        ("Salient = |I| > 5% of the max over all samples (pooled, as in the paper's Fig. 2); "
+         "the table also gives the fraction with a per-sample max (stricter)."),
+        ("OR 'Harsanyi' baseline = OR interactions of v itself (gamma = eps = 0 with all mass "
+         "on OR); the paper's baseline curve is AND-only."),
     ]
     return Result(
         summary=("Exact and sparse AND-OR interactions of two digit classifiers (MLP, CNN) on "

@@ -17,14 +17,32 @@ from typing import Literal
 
 import torch
 
-from dnnkit.core.validation import (check_choice, check_int, check_interval, check_positive,
-                                    param_error)
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_interval,
+    check_positive,
+    param_error,
+)
 from dnnkit.interactions.subsets import index_to_subset
-from dnnkit.interactions.transforms import (_check_values, _or_transform, merge_singletons,
-                                            moebius, moebius_t_, or_transform_t_, reconstruct)
+from dnnkit.interactions.transforms import (
+    _check_values,
+    _or_transform,
+    merge_singletons,
+    moebius,
+    moebius_t_,
+    or_transform_t_,
+    reconstruct,
+)
 
-__all__ = ["InteractionResult", "extract_interactions", "extract_shared_interactions",
-           "single_objective", "shared_objective", "LP_MAX_PLAYERS"]
+__all__ = [
+    "LP_MAX_PLAYERS",
+    "InteractionResult",
+    "extract_interactions",
+    "extract_shared_interactions",
+    "shared_objective",
+    "single_objective",
+]
 
 log = logging.getLogger("dnnkit")
 
@@ -189,19 +207,22 @@ def _keep_best(best: torch.Tensor, best_loss: torch.Tensor, p: torch.Tensor,
 @torch.no_grad()
 def _adam_single(vn: torch.Tensor, taun: torch.Tensor, steps: int, lr: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projected Adam on (gamma, eps) for normalised values vn (B, K); exact subgradients."""
+    """Projected Adam on (gamma, eps) for normalised values vn (B, K); exact subgradients.
+
+    The iterate with the lowest objective over the last 20% of the steps is returned."""
     p = torch.zeros((2,) + vn.shape, dtype=vn.dtype, device=vn.device)  # [gamma, eps]
     opt = _Adam(p, lr, steps)
     best = p.clone()
     best_loss = torch.full(vn.shape[:-1], math.inf, dtype=vn.dtype, device=vn.device)
     grad = torch.empty_like(p)
+    track_from = int(0.8 * steps)  # the best iterate is kept over the last 20% (small steps)
     for it in range(steps + 1):
         p[1].clamp_(min=-taun, max=taun)
         half = 0.5 * (vn + p[1])
         ia = moebius(half + p[0])
         io = _or_transform(half - p[0])
-        loss = ia.abs().sum(-1) + io.abs().sum(-1)
-        _keep_best(best, best_loss, p, loss)
+        if it >= track_from:
+            _keep_best(best, best_loss, p, ia.abs().sum(-1) + io.abs().sum(-1))
         if it == steps:
             break
         ga = moebius_t_(ia.sign_())
@@ -239,6 +260,7 @@ def _adam_shared(vn: torch.Tensor, taun: torch.Tensor, bn: torch.Tensor, alpha: 
     best = p.clone()
     best_loss = torch.full(vn.shape[1:-1], math.inf, dtype=vn.dtype, device=vn.device)
     grad = torch.empty_like(p)
+    track_from = int(0.8 * steps)  # the best iterate is kept over the last 20% (small steps)
     for it in range(steps + 1):
         eps.clamp_(min=-taun, max=taun)
         ghat.clamp_(min=-bn, max=bn)
@@ -246,8 +268,8 @@ def _adam_shared(vn: torch.Tensor, taun: torch.Tensor, bn: torch.Tensor, alpha: 
         gam = gbar + ghat
         ia = moebius(half + gam)
         io = _or_transform(half - gam)
-        loss = _shared_value(ia, alpha) + _shared_value(io, alpha)
-        _keep_best(best, best_loss, p, loss)
+        if it >= track_from:
+            _keep_best(best, best_loss, p, _shared_value(ia, alpha) + _shared_value(io, alpha))
         if it == steps:
             break
         ga = moebius_t_(_shared_subgrad(ia, alpha))
@@ -280,7 +302,7 @@ def _dense_maps(n: int):
     eye = torch.eye(1 << n, dtype=torch.float64)
     a = moebius(eye).T.numpy()          # I_and = A @ v
     o = _or_transform(eye).T.numpy()    # I_or = O @ v
-    clean = lambda m: sparse.csr_matrix(np.where(np.abs(m) > 0.25, m, 0.0))  # noqa: E731
+    clean = lambda m: sparse.csr_matrix(np.where(np.abs(m) > 0.25, m, 0.0))
     return clean(a), clean(o)
 
 

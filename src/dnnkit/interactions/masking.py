@@ -11,7 +11,7 @@ import torch
 from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
 from dnnkit.interactions.subsets import check_n, index_to_subset
 
-__all__ = ["masked_outputs", "player_masks", "patch_players", "log_odds"]
+__all__ = ["log_odds", "masked_outputs", "patch_players", "player_masks"]
 
 OUTPUTS = ("log_odds", "logit", "prob")
 _W = "masked_outputs"

@@ -9,8 +9,15 @@ from dnnkit.core.validation import check_int, check_interval, param_error
 from dnnkit.interactions.subsets import subset_sizes
 from dnnkit.interactions.transforms import _check_values, reconstruct
 
-__all__ = ["efficiency_gap", "matching_gap", "salient_mask", "sparsity", "topk_overlap",
-           "order_profile", "strength_curve"]
+__all__ = [
+    "efficiency_gap",
+    "matching_gap",
+    "order_profile",
+    "salient_mask",
+    "sparsity",
+    "strength_curve",
+    "topk_overlap",
+]
 
 
 def _target(values: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:

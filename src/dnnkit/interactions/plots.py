@@ -8,7 +8,7 @@ import torch
 
 from dnnkit.interactions.metrics import strength_curve
 
-__all__ = ["plot_strength_curves", "plot_overlap_vs_k"]
+__all__ = ["plot_overlap_vs_k", "plot_strength_curves"]
 
 
 def plot_strength_curves(curves: Mapping[str, torch.Tensor], *, title: str = ""):

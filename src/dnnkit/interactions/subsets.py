@@ -14,8 +14,14 @@ import torch
 
 from dnnkit.core.validation import check_int, param_error
 
-__all__ = ["MAX_PLAYERS", "subset_to_index", "index_to_subset", "subset_sizes", "check_n",
-           "n_from_length"]
+__all__ = [
+    "MAX_PLAYERS",
+    "check_n",
+    "index_to_subset",
+    "n_from_length",
+    "subset_sizes",
+    "subset_to_index",
+]
 
 #: Largest number of players accepted (2**20 masked forwards and values per sample).
 MAX_PLAYERS = 20

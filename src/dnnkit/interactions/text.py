@@ -18,18 +18,10 @@ from pathlib import Path
 from dnnkit.core.seeding import make_rng
 from dnnkit.core.validation import check_int, param_error
 
-__all__ = ["read_sst2_tsv", "word_positions", "token_players", "STOP_WORDS"]
+__all__ = ["STOP_WORDS", "read_sst2_tsv", "token_players", "word_positions"]
 
 #: A compact English stop-word list (articles, pronouns, auxiliaries, prepositions, conjunctions).
-STOP_WORDS = frozenset("""
-a about above after again against all am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further had
-has have having he her here hers herself him himself his how i if in into is it its itself just
-me more most my myself no nor not now of off on once only or other our ours ourselves out over
-own same she should so some such than that the their theirs them themselves then there these
-they this those through to too under until up very was we were what when where which while who
-whom why will with would you your yours yourself yourselves 's 're 've 'd 'll n't
-""".split())
+STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "'s", "'re", "'ve", "'d", "'ll", "n't"])
 
 
 def read_sst2_tsv(path: str | Path) -> tuple[list[str], list[int]]:

@@ -15,8 +15,15 @@ import torch
 from dnnkit.core.validation import check_tensor, param_error
 from dnnkit.interactions.subsets import n_from_length
 
-__all__ = ["harsanyi_and", "harsanyi_or", "and_or_interactions", "reconstruct",
-           "merge_singletons", "moebius", "zeta"]
+__all__ = [
+    "and_or_interactions",
+    "harsanyi_and",
+    "harsanyi_or",
+    "merge_singletons",
+    "moebius",
+    "reconstruct",
+    "zeta",
+]
 
 
 def _butterfly(f: torch.Tensor, sign: float) -> torch.Tensor:
