@@ -96,3 +96,9 @@ def test_train_message_carries_mask_and_round_settings():
     assert cfg["round"] == 0 and cfg["lr"] == pytest.approx(0.1) and cfg["upload"] == "dense"
     mask = c["mask"].to_torch_state_dict()
     assert set(mask) == {"0.weight", "2.weight"} and mask["0.weight"].dtype == torch.uint8
+
+
+def test_zero_example_reply_is_refused_with_the_round():
+    st = _strategy(prune=False, regularize=False)
+    with quiet_flower(), pytest.raises(ValueError, match="Round 0.*0 training examples"):
+        st.aggregate_train(1, [reply(_perturbed(1), 0, node=1), reply(_perturbed(2), 3, node=2)])

@@ -181,8 +181,14 @@ class FedDIPStrategy(FedAvg):
         replies = list(replies)
         # deterministic order (partition id) so every engine sums in the same order
         replies.sort(key=lambda m: self.partition_of.get(m.metadata.src_node_id, 1 << 30))
-        arrays, metrics = super().aggregate_train(server_round, replies)
         ok = [m for m in replies if not m.has_error()]
+        for m in ok:
+            rec = next(iter(m.content.metric_records.values()), {})
+            if float(rec.get("num-examples", 0)) <= 0:
+                raise ValueError(f"Round {t}: node {m.metadata.src_node_id} reported "
+                                 f"{rec.get('num-examples', 0)} training examples; every "
+                                 "client needs data.")
+        arrays, metrics = super().aggregate_train(server_round, replies)
         for m in replies:
             if m.has_error():
                 log.warning("FedDIP round %d: dropped failed client (node %s): %s", t,
@@ -192,9 +198,6 @@ class FedDIPStrategy(FedAvg):
             rec = next(iter(m.content.metric_records.values()))
             for key in sums:
                 sums[key] += int(rec.get(key, 0))
-        if arrays is not None and any(float(next(iter(m.content.metric_records.values()))
-                                            ["num-examples"]) <= 0 for m in ok):
-            raise ValueError(f"Round {t}: a client reported 0 training examples.")
         agg = arrays.to_torch_state_dict() if arrays is not None else None
         if agg is None:
             log.warning("FedDIP round %d: no client replied; the global model is unchanged.", t)
