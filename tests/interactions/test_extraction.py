@@ -191,3 +191,16 @@ def test_explain_models_end_to_end():
     models[1].train()
     with pytest.raises(ValueError, match="model 1.*training mode"):
         explain_models(models, x, [[0], [1]], target=0)
+
+
+def test_plots_return_figures():
+    import matplotlib.pyplot as plt
+
+    from dnnkit.interactions.plots import plot_overlap_vs_k, plot_strength_curves
+
+    fig = plot_strength_curves({"a": _vals(3, 16), "b": _vals(3, 16, seed=1)}, title="t")
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 3  # two curves + the 5% line
+    plt.close(fig)
+    fig = plot_overlap_vs_k([1, 2], {"AND": {"x": [0.1, 0.2]}, "OR": {"x": [0.3, 0.4]}})
+    assert len(fig.axes) == 2
+    plt.close(fig)

@@ -154,3 +154,12 @@ def test_bench_dense_matrix_is_the_moebius_map():
 
     v = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     assert torch.allclose(dense_moebius_matrix(6) @ v, harsanyi_and(v), atol=1e-12)
+
+
+def test_transforms_are_differentiable():
+    v = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert torch.autograd.gradcheck(lambda x: harsanyi_or(harsanyi_and(x)),
+                                    (v.clone().requires_grad_(),))
+    g = torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    assert torch.autograd.gradcheck(lambda x: torch.cat(and_or_interactions(v, x)),
+                                    (g.clone().requires_grad_(),))

@@ -230,10 +230,11 @@ def masked_outputs(
         check_int(target, "target", 0, classes - 1, where=_W)
 
     total = 1 << n
+    pmf = pm.float()
     outs = []
     for start in range(0, total, batch_size):
         masks = torch.arange(start, min(start + batch_size, total), device=x.device)
-        keep = (_bits(masks, n).to(pm.dtype).unsqueeze(2) & pm.unsqueeze(0)).any(1) | background
+        keep = (_bits(masks, n).float() @ pmf > 0) | background  # (B, numel), no (B, n, numel)
         batch = torch.where(keep, xf, bf)
         outs.append(scalar(forward(batch), target))
     v = torch.cat(outs)
