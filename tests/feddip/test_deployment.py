@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("flwr")
+from tests.feddip.helpers import require_flower
+
+require_flower()
 
 APP_TOML = """\
 [build-system]

@@ -3,6 +3,8 @@ import importlib
 
 import pytest
 
+from tests.conftest import need
+
 MODULES = ["dnnkit.feddip.config", "dnnkit.feddip.masks", "dnnkit.feddip.local",
            "dnnkit.feddip.server", "dnnkit.feddip.data", "dnnkit.feddip.driver",
            "dnnkit.feddip"]
@@ -11,7 +13,7 @@ MODULES = ["dnnkit.feddip.config", "dnnkit.feddip.masks", "dnnkit.feddip.local",
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     if name in ("dnnkit.feddip.driver", "dnnkit.feddip"):
-        pytest.importorskip("flwr")
+        need("flwr")
     mod = importlib.import_module(name)
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("flwr")
+from tests.feddip.helpers import require_flower
+
+require_flower()
 
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.driver import InProcessGrid, quiet_flower, run_feddip, server_identity

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-pytest.importorskip("flwr")  # the `fl` extra; installed by `make test`
+from tests.feddip.helpers import require_flower
+
+require_flower()  # the `fl` extra; installed by `make test`
 
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.driver import InProcessGrid, quiet_flower, server_identity

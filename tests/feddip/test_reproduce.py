@@ -1,6 +1,8 @@
 import pytest
 
-pytest.importorskip("flwr")
+from tests.feddip.helpers import require_flower
+
+require_flower()
 
 
 @pytest.mark.slow

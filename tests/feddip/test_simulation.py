@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
-pytest.importorskip("flwr")
+from tests.feddip.helpers import require_flower
+
+require_flower()
 
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.driver import run_feddip

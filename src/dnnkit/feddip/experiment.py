@@ -212,7 +212,8 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         claims=claims, metrics=metrics, tables=[table], figures=[figure],
         deviations=[
             ("CPU scale: digits + MLP instead of Fashion-MNIST/LeNet-5, CIFAR-10/AlexNet, "
-             "CIFAR-100/ResNet-18; 10 clients x 5 per round, E=3 (code 5), "
+             f"CIFAR-100/ResNet-18; {cfg.num_clients} clients x {cfg.clients_per_round} per round, "
+             f"E={cfg.local_epochs} (code 5), "
              f"{cfg.rounds} rounds (README 1000)."),
             (f"The cubic schedule ends at round {cfg.prune_until} (prune_until) so the final "
              "sparsity equals the target exactly and the model is fine-tuned for the last "
