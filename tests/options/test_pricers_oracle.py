@@ -41,11 +41,15 @@ def test_heston_cos_matches_quantlib_analytic_engine(option):
     n = 200
     box = default_box("heston")
     P = box.sample(n, seed=5)[:, :5].numpy()
+    # half of the draws in the hardest corner: high vol-of-vol, strong skew, low v0
+    P[: n // 2, 3] = rng.uniform(0.6, 0.8, n // 2)
+    P[: n // 2, 4] = rng.uniform(-0.9, -0.7, n // 2)
+    P[: n // 2, 0] = rng.uniform(0.01, 0.03, n // 2)
     m, d, r, q, c = _contracts(rng, n, dmin=7, dmax=1095)    # 1 week to 3 years
     assert (2 * P[:, 1] * P[:, 2] < P[:, 3] ** 2).sum() > 20   # many Feller violations
     ours = price_european("heston", torch.tensor(P), c, option).numpy() * m * SPOT
     ref = qlr.ql_heston(SPOT, m * SPOT, d, r, q, P, option)
-    assert np.abs(ours - ref).max() / SPOT < 1e-6
+    assert np.abs(ours - ref).max() / SPOT < 1e-7     # issue: 1e-6; measured 2e-8
 
 
 @pytest.mark.oracle

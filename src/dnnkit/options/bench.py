@@ -39,7 +39,7 @@ def bench(quick: bool = False) -> list[Timing]:
     t_cos = time.perf_counter() - t0
     note = (f"{n} options, batch {n}, threads={threads}, float64 features / float32 weights; "
             "median of 5 after 1 warm-up (ours); wall clock")
-    out = [Timing(f"price {n} Heston calls: surrogate 4x64 vs vectorised COS (N=512)", t_nn,
+    out = [Timing(f"price {n} Heston calls: surrogate 4x64 vs vectorised COS (N=768)", t_nn,
                   "dnnkit COS", t_cos, note)]
     if not qlr.available():
         out.append(Timing("QuantLib not installed: anchor skipped", t_nn, "QuantLib (missing)",
