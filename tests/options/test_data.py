@@ -84,3 +84,22 @@ def test_load_quotes_csv_prices_and_vols(tmp_path):
     k.write_text("k,t\n1,2\n")
     with pytest.raises(ValueError, match="needs columns"):
         load_quotes_csv(k)
+
+
+def test_monte_carlo_labels_keep_their_standard_errors():
+    from dnnkit.options.exotics import mc_barrier
+    from dnnkit.options.surrogate import evaluate
+
+    box = Box(("sigma", "h", "m", "tau", "r", "q"),
+              torch.tensor([0.1, 1.1, 0.9, 0.2, 0.0, 0.0], dtype=torch.float64),
+              torch.tensor([0.4, 1.4, 1.1, 1.0, 0.05, 0.0], dtype=torch.float64))
+
+    def mc(p, c):
+        return mc_barrier("bs", p[:, :1], c, p[:, 1], n_paths=400, steps_per_year=50, seed=0)
+
+    ds = generate_dataset(mc, 12, box=box, seed=0)
+    assert ds.stderr is not None and ds.stderr.shape == (12,) and bool((ds.stderr > 0).any())
+    a, b = ds.split((0.5, 0.5))
+    assert a.stderr.shape == (6,) and b.stderr.shape == (6,)
+    ev = evaluate(lambda X: torch.zeros(X.shape[0]), ds)
+    assert abs(ev["noise_floor"] - float(ds.stderr.pow(2).mean().sqrt())) < 1e-15

@@ -120,12 +120,14 @@ def default_box(model: str, contract_low: Sequence[float] = CONTRACT_LOW,
 
 @dataclass
 class PricingDataset:
-    """Features ``X (n, p + 4)``, labels ``y (n,) = C/K``, the box they were drawn from, meta."""
+    """Features ``X (n, p + 4)``, labels ``y (n,) = C/K``, the box they were drawn from, meta,
+    and for Monte Carlo labels their standard errors ``stderr (n,)``."""
 
     X: torch.Tensor
     y: torch.Tensor
     feature_box: Box
     meta: dict = field(default_factory=dict)
+    stderr: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -142,7 +144,9 @@ class PricingDataset:
             bounds.append(bounds[-1] + round(f * len(self)))
         bounds.append(len(self))
         return tuple(PricingDataset(self.X[perm[a:b]], self.y[perm[a:b]], self.feature_box,
-                                    dict(self.meta)) for a, b in itertools.pairwise(bounds))
+                                    dict(self.meta),
+                                    None if self.stderr is None else self.stderr[perm[a:b]])
+                     for a, b in itertools.pairwise(bounds))
 
 
 def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,
@@ -155,7 +159,9 @@ def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,
     model : str or callable
         A model name (``bs``, ``heston``, ``vg``, ``vgsa``: labels from
         :func:`dnnkit.options.pricers.price_european`), or any callable
-        ``f(params (n, p), contracts (n, 4)) -> (n,)`` returning ``C/K`` (then ``box`` is needed).
+        ``f(params (n, p), contracts (n, 4)) -> (n,)`` returning ``C/K`` (then ``box`` is needed);
+        a Monte Carlo pricer may return ``(price, stderr)`` (e.g. a wrapper of
+        :func:`~dnnkit.options.exotics.mc_barrier`), kept as ``dataset.stderr``.
     n : int
         Rows to generate (rows with non-finite labels are dropped, so slightly fewer may remain).
     box : Box, optional
@@ -202,15 +208,21 @@ def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,
             return price_european(name, p, c, option, **pricer_kw)
     X = box.sample(n, sampler, seed)
     p_dim = box.dim - 4
-    ys = []
+    ys, ses = [], []
     for i in range(0, n, chunk):
         xb = X[i:i + chunk]
         with torch.no_grad():
-            ys.append(torch.as_tensor(pricer(xb[:, :p_dim], xb[:, p_dim:]), dtype=torch.float64))
+            out = pricer(xb[:, :p_dim], xb[:, p_dim:])
+        if isinstance(out, tuple):                 # Monte Carlo: (price, standard error)
+            out, se = out
+            ses.append(torch.as_tensor(se, dtype=torch.float64))
+        ys.append(torch.as_tensor(out, dtype=torch.float64))
     y = torch.cat(ys)
+    stderr = torch.cat(ses) if ses else None
     ok = torch.isfinite(y)
     n_dropped = int((~ok).sum())
     X, y = X[ok], y[ok]
+    stderr = stderr[ok] if stderr is not None else None
     neg = y < 0
     if bool((y < -1e-8).any()):
         raise ValueError(f"The reference pricer returned {int((y < -1e-8).sum())} labels below "
@@ -220,7 +232,7 @@ def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,
     meta = {"model": name, "option": option, "sampler": sampler, "n_clipped": n_clipped,
             "n_dropped": n_dropped, "pricer": {k: v for k, v in pricer_kw.items()
                                                if isinstance(v, (int, float, str))}}
-    return PricingDataset(X, y, box, meta)
+    return PricingDataset(X, y, box, meta, stderr)
 
 
 @dataclass

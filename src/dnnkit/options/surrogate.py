@@ -400,7 +400,8 @@ def evaluate(pricer: Callable[[torch.Tensor], torch.Tensor], data: PricingDatase
 
     Returns mse, rmse, mae, max_abs, r2 (``1 - SSE/SST``), rel_err_mean over prices > 1e-3, and
     ``rmse_by_moneyness`` / ``rmse_by_maturity`` lists of ``(label, rmse, count)``; with MC labels
-    (``meta["mc_stderr"]``) also the ``noise_floor`` (root mean MC variance).
+    (``data.stderr``) also the ``noise_floor`` (root mean MC variance): an RMSE near it means
+    the surrogate is as close to the truth as the labels allow.
     """
     with torch.no_grad():
         pred = torch.as_tensor(pricer(data.X)).reshape(-1).to(torch.float64).cpu()
@@ -428,8 +429,8 @@ def evaluate(pricer: Callable[[torch.Tensor], torch.Tensor], data: PricingDatase
         out["rmse_by_moneyness"] = buckets(data.X[:, names.index("m")].cpu(), m_edges, "K/S")
     if "tau" in names:
         out["rmse_by_maturity"] = buckets(data.X[:, names.index("tau")].cpu(), tau_edges, "tau")
-    if "mc_stderr" in data.meta:
-        se = torch.as_tensor(data.meta["mc_stderr"], dtype=torch.float64)
+    if data.stderr is not None:
+        se = data.stderr.to(torch.float64).cpu()
         out["noise_floor"] = float(torch.sqrt(torch.mean(se ** 2)))
     return out
 
