@@ -42,9 +42,9 @@ class Config:
     baseline: str = "heston_bs"
     lr: float = 3e-3
     batch_size: int = 512
-    train_budget_s: float = 60.0
+    train_budget_s: float = 45.0
     sweep_train: int = 30_000
-    sweep_budget_s: float = 3.0
+    sweep_budget_s: float = 2.5
     sweep_activations: tuple[str, ...] = ("relu", "elu", "softplus", "tanh")
     n_speed: int = 10_000
     n_speed_ql: int = 500
