@@ -186,7 +186,8 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
 
         opt.step(closure)
         z = z.detach()
-        conv = torch.full((S,), opt.state[opt._params[0]].get("n_iter", max_iter) < max_iter)
+        state = opt.state[opt.param_groups[0]["params"][0]]
+        conv = torch.full((S,), state.get("n_iter", max_iter) < max_iter)
     elif method == "adam":
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=0.05)
