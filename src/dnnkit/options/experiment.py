@@ -66,12 +66,13 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(n_train=12_000, n_val=2_000, n_test=4_000, label_terms=256, label_L=16.0,
-                   train_budget_s=4.0, sweep_train=4_000, sweep_budget_s=0.5,
+        return cls(n_train=10_000, n_val=2_000, n_test=3_000, label_terms=256, label_L=16.0,
+                   train_budget_s=3.5, sweep_train=4_000, sweep_budget_s=0.4,
                    sweep_activations=("relu", "elu"), n_speed=1_000, n_speed_ql=30,
-                   oracle_draws=5, calib_starts=4, inverse_surfaces=300, inverse_budget_s=1.0,
-                   barrier_n=4_000, barrier_budget_s=1.0, vg_n=3_000, vg_budget_s=0.8, r2_min=0.999, rmse_max=3e-3,
-                   arb_min=0.95, speed_min=10.0, v0_tol=0.02, rho_tol=0.4, reprice_mult=5.0)
+                   oracle_draws=5, calib_starts=4, inverse_surfaces=200, inverse_budget_s=0.7,
+                   barrier_n=3_000, barrier_budget_s=0.6, vg_n=3_000, vg_budget_s=0.6,
+                   r2_min=0.999, rmse_max=3e-3, arb_min=0.95, speed_min=10.0, v0_tol=0.02,
+                   rho_tol=0.4, reprice_mult=5.0)
 
 
 def _market(pricer_available: bool):
