@@ -49,6 +49,8 @@ def test_adam_training_learns_and_perplexity_drops():
     hist = train(m, PAIRS, PAIRS, adam(max_steps=80))
     assert hist["valid_ppl"] < 0.3 * before
     assert hist["steps"] == 80 and len(hist["loss"]) == 80
+    mean_len = sum(len(t) + 1 for _, t in PAIRS) / len(PAIRS)
+    assert min(hist["tgt_len"]) <= mean_len <= max(hist["tgt_len"])
     assert hist["tokens"] > 0 and hist["tokens_per_s"] > 0
     assert m.training                                    # mode restored as found
 
@@ -80,7 +82,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert h1["steps"] == 7 and ck.is_file()
     fresh = model(seed=9)                                # a new process would build a new model
     h2 = train(fresh, PAIRS, cfg=cfg, checkpoint=ck, checkpoint_every=3)
-    assert h2["resumed_from"] == 7 and h2["steps"] == 14 and len(h2["loss"]) == 14
+    assert h2["resumed_from"] == 7 and h2["steps"] == 14
+    assert len(h2["loss"]) == len(h2["tgt_len"]) == len(h2["grad_norm"]) == 14
     for (n, p), q in zip(ref.named_parameters(), fresh.parameters()):
         assert torch.equal(p, q), n
 

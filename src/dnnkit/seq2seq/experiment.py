@@ -109,7 +109,8 @@ def _run_one(cfg_dict: dict, reverse: bool, seed: int, out_dir: str) -> dict:
     name = "reversed" if reverse else "forward"
     save_tensors(Path(out_dir) / f"model_{name}.safetensors", model.state_dict(),
                  {"config": asdict(model.cfg), "src_vocab": sv.itos, "tgt_vocab": tv.itos})
-    return {"name": name, "loss": hist["loss"], "steps": hist["steps"],
+    token_loss = [x / n for x, n in zip(hist["loss"], hist["tgt_len"])]
+    return {"name": name, "loss": token_loss, "steps": hist["steps"],
             "epochs": hist["epochs"], "tokens_per_s": hist["tokens_per_s"],
             "train_cpu_s": train_cpu, "tokens_per_cpu_s": hist["tokens"] / max(train_cpu, 1e-9),
             "test_ppl": ppl, "decode": decode,
@@ -137,7 +138,7 @@ def _figures(ctx: RunContext, runs: dict, cfg: Config) -> list[str]:
         smooth = [sum(loss[i: i + k]) / len(loss[i: i + k]) for i in range(0, len(loss), k)]
         ax.plot([min(i + k, len(loss)) for i in range(0, len(loss), k)], smooth, label=name)
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss (nats / sentence)")
+    ax.set_ylabel("training loss (nats / target token)")
     ax.set_yscale("log")
     ax.set_title("Equal budget and seed: forward vs reversed source")
     ax.legend()
@@ -239,7 +240,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                    "log-probability of the output, decoding CPU seconds",
                    ["source", "beam", "BLEU", "exact match", "mean log p", "decode CPU s"], rows)
     t_ppl = Table("Training and test perplexity",
-                  ["source", "test perplexity", "final train loss / sentence", "steps", "epochs",
+                  ["source", "test perplexity", "final train loss / token", "steps", "epochs",
                    "train tokens / CPU-s", "train tokens / wall-s", "train CPU s"],
                   [[n, runs[n]["test_ppl"], _window(runs[n]["loss"], 0.1, True), runs[n]["steps"],
                     runs[n]["epochs"], runs[n]["tokens_per_cpu_s"], runs[n]["tokens_per_s"],

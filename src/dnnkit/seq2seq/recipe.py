@@ -164,7 +164,9 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
     Returns
     -------
     dict
-        ``loss`` (per step), ``grad_norm`` (per step, before clipping), ``log`` records,
+        ``loss`` (per step, nats per sentence), ``grad_norm`` (per step, before clipping),
+        ``tgt_len`` (per step, mean target tokens per sentence, ``</s>`` included; so
+        ``loss / tgt_len`` is the per-token loss), ``log`` records,
         ``valid_ppl``, ``steps``, ``epochs``, ``tokens`` (source + target words, as the paper
         counts them), ``seconds``, ``tokens_per_s``, ``resumed_from``.
 
@@ -193,7 +195,8 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     spe = steps_per_epoch(len(pairs), cfg.batch_size, cfg.length_bucketing)
     total = cfg.max_steps if cfg.max_steps is not None else max(1, round(cfg.epochs * spe))
-    hist: dict = {"loss": [], "grad_norm": [], "log": [], "valid_ppl": None, "steps": 0,
+    hist: dict = {"loss": [], "grad_norm": [], "tgt_len": [], "log": [], "valid_ppl": None,
+                  "steps": 0,
                   "tokens": 0, "seconds": 0.0, "resumed_from": 0, "steps_per_epoch": spe,
                   "config": asdict(cfg)}
     step = 0
@@ -201,7 +204,7 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
         meta = load_training_state(checkpoint, model, opt)
         step = int(meta["step"])
         saved = meta["extra"].get("history", {})
-        for k in ("loss", "grad_norm", "log", "tokens", "seconds"):
+        for k in ("loss", "grad_norm", "tgt_len", "log", "tokens", "seconds"):
             if k in saved:
                 hist[k] = saved[k]
         hist["resumed_from"] = step
@@ -209,7 +212,8 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
 
     def save(at: int) -> None:
         if checkpoint is not None:
-            keep = {k: hist[k] for k in ("loss", "grad_norm", "log", "tokens", "seconds")}
+            keep = {k: hist[k] for k in ("loss", "grad_norm", "tgt_len", "log", "tokens",
+                                         "seconds")}
             save_training_state(checkpoint, model, opt, step=at, extra={"history": keep})
 
     device = model.proj.weight.device
@@ -259,6 +263,7 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
             window_tokens += ntok
             hist["loss"].append(float(loss.detach()))
             hist["grad_norm"].append(gn)
+            hist["tgt_len"].append(float(b["tgt_len"].sum()) / b["tgt_len"].shape[0])
             if step % log_every == 0 or step == total:
                 now = time.perf_counter()
                 rec = {"step": step, "epoch": step / spe, "lr": lr,
