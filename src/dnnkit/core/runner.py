@@ -53,8 +53,12 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     ctx = registry.RunContext(out_dir=out_dir, seed=seed, device=dev, progress=progress)
+    threads = torch.get_num_threads()
     t0 = time.perf_counter()
-    result = exp.run(cfg, ctx)
+    try:
+        result = exp.run(cfg, ctx)
+    finally:
+        torch.set_num_threads(threads)  # an experiment may pin threads; the next one starts clean
     seconds = time.perf_counter() - t0
     if not isinstance(result, Result):
         raise TypeError(f"Experiment {name!r} returned {type(result).__name__}, not a Result.")
