@@ -65,3 +65,18 @@ def test_propagate_linear_validates_shapes():
         propagate_linear(torch.rand(2, 3), torch.rand(4, 3), torch.rand(2, 5))
     with pytest.raises(ValueError, match="Did you mean"):
         propagate_linear(torch.rand(2, 3), torch.rand(4, 3), torch.rand(2, 4), "zplu")
+
+
+def test_epsilon_rule_literal(float64):
+    """LRP-epsilon: R_i = sum_j a_i w_ij / (z_j + eps sign z_j) R_j with z_j = a w_j + b_j."""
+    g = torch.Generator().manual_seed(2)
+    a, w = torch.rand(2, 5, generator=g), torch.randn(3, 5, generator=g)
+    b, r = torch.randn(3, generator=g), torch.rand(2, 3, generator=g)
+    eps = 0.25
+    z = a @ w.T + b
+    zs = z + eps * torch.where(z >= 0, 1.0, -1.0)
+    want = torch.einsum("ni,ji,nj->ni", a, w, r / zs)
+    got = propagate_linear(a, w, r, "epsilon", bias=b, eps=eps)
+    assert torch.allclose(got, want, atol=1e-12)
+    # epsilon absorbs relevance: the sum shrinks (not conservative), unlike the DTD rules
+    assert (got.sum(1) != r.sum(1)).all()
