@@ -229,6 +229,7 @@ def deep_taylor(
     layers: dict[str, torch.Tensor] = {}
     calls: dict[nn.Module, int] = {}
     state = {"first_done": False}
+    positive_bias: list[str] = []
 
     def make_linear_fn(module: nn.Module, rule: str):
         w, b = folded.get(module, (module.weight.detach(),
@@ -260,9 +261,7 @@ def deep_taylor(
                 _check_domain(names[module], a, rule, config)
                 b = folded.get(module, (None, module.bias))[1]
                 if b is not None and rule in ("zplus", "zb", "w2") and bool((b > 0).any()):
-                    warnings.warn(f"deep_taylor: layer {names[module]!r} has positive biases; "
-                                  "a root point may not exist (rules stay conservative because "
-                                  "they ignore the bias).", stacklevel=3)
+                    positive_bias.append(names[module])
             fn = make_linear_fn(module, rule)
         elif isinstance(module, _PASS + _BN):
             fn = lambda a, r: r  # noqa: E731  (ReLU pass-through; BN is folded upstream)
@@ -285,6 +284,10 @@ def deep_taylor(
         if out.ndim != 2:
             raise ValueError(f"deep_taylor: the model must output (N, classes); got shape "
                              f"{tuple(out.shape)}.")
+        if positive_bias:
+            warnings.warn(f"deep_taylor: layers {positive_bias} have positive biases; a root "
+                          "point may not exist (the rules stay conservative because they ignore "
+                          "the bias).", stacklevel=2)
         tgt = _targets(target, out)
         f = out.gather(1, tgt[:, None])
         if config.check_assumptions and bool((f < 0).any()):
