@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from dnnkit.core.checkpoint import (CheckpointError, load_tensors, load_training_state,
-                                    save_tensors, save_training_state)
+from dnnkit.core.checkpoint import (
+    CheckpointError,
+    load_tensors,
+    load_training_state,
+    save_tensors,
+    save_training_state,
+)
 from dnnkit.core.data import load_digits_split
 from dnnkit.core.models import mlp
 from dnnkit.core.training import accuracy, fit

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from dnnkit.core.data import (DSPRITES_GRID, load_digits_split, read_cifar10_binary, read_idx,
-                              render_dsprites, sample_dsprites)
+from dnnkit.core.data import (
+    DSPRITES_GRID,
+    load_digits_split,
+    read_cifar10_binary,
+    read_idx,
+    render_dsprites,
+    sample_dsprites,
+)
 from dnnkit.core.models import lenet5, mlp, mobilenet_v1, small_cnn
 
 

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from dnnkit.core.validation import (check_choice, check_int, check_interval, check_positive,
-                                    check_tensor, find_unsupported)
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_interval,
+    check_positive,
+    check_tensor,
+    find_unsupported,
+)
 
 
 def test_interval_message_follows_the_house_template():

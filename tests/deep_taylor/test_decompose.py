@@ -4,8 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from dnnkit.deep_taylor import (DTDConfig, conservation_gap, deep_taylor, pixel_flipping,
-                                sensitivity, taylor_nearest_root)
+from dnnkit.deep_taylor import (
+    DTDConfig,
+    conservation_gap,
+    deep_taylor,
+    pixel_flipping,
+    sensitivity,
+    taylor_nearest_root,
+)
 
 
 def nonpos_bias(model):

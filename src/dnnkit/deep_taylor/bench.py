@@ -44,6 +44,6 @@ def bench(quick: bool = False) -> list[Timing]:
     return [
         Timing(f"DTD z^B+z+ on 3conv+2fc CNN, batch {n}, 3x32x32", ours, "zennit 0.5.1", theirs,
                note=f"max |dR| vs zennit {err:.1e} (float32)"),
-        Timing(f"same, vs one plain forward+backward (floor)", ours, "autograd", floor,
+        Timing("same, vs one plain forward+backward (floor)", ours, "autograd", floor,
                note="speedup < 1: cost relative to the floor"),
     ]

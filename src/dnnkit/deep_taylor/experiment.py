@@ -24,8 +24,12 @@ from dnnkit.core.seeding import make_generator
 from dnnkit.core.training import accuracy, fit
 from dnnkit.deep_taylor.baselines import sensitivity, taylor_nearest_root
 from dnnkit.deep_taylor.decompose import DTDConfig, deep_taylor
-from dnnkit.deep_taylor.metrics import (conservation_gap, negative_relevance, pixel_flipping,
-                                        region_fraction)
+from dnnkit.deep_taylor.metrics import (
+    conservation_gap,
+    negative_relevance,
+    pixel_flipping,
+    region_fraction,
+)
 
 PAPER = ("Montavon, Lapuschkin, Binder, Samek, Mueller. Explaining nonlinear classification "
          "decisions with deep Taylor decomposition. Pattern Recognition 65 (2017); arXiv:1512.02479")
