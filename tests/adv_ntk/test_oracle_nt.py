@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dnnkit.adv_ntk import AdvNTK, KernelSpec, ntk_kernel
+from dnnkit.core.process import isolated_python_env
 from tests.conftest import ROOT, oracle_python
 
 SCRIPT = ROOT / "tests" / "oracles" / "adv_ntk_nt.py"
@@ -60,7 +61,8 @@ def nt():
         reqs.append({"task": "predict", "k_train_train": ktt.tolist(),
                      "y_train": onehot.tolist(), "k_test_train": kte.tolist(), "t": t, "lr": 1.0})
     proc = subprocess.run([str(py), str(SCRIPT)], input=json.dumps({"requests": reqs}),
-                          capture_output=True, text=True, timeout=600, check=False)
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env=isolated_python_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)["results"]
 

@@ -33,7 +33,10 @@ def test_simulation_engine_equals_in_process_driver():
     cfg = FedDIPConfig(rounds=4, clients_per_round=2, local_epochs=1, batch_size=8,
                        lambda_segments=2, reconfig_interval=2, target_sparsity=0.8,
                        prune_until=2)
+    path_before = os.environ.get("PYTHONPATH")
     state, mask, history = run_flower_simulation(tiny_model, clients, cfg)
+    # Ray puts its site-packages on PYTHONPATH while it runs; that must not leak to later code
+    assert os.environ.get("PYTHONPATH") == path_before
     ours = run_feddip(tiny_model, clients, None, cfg)
     for k in state:
         torch.testing.assert_close(state[k], ours.state[k], rtol=0, atol=1e-6)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dnnkit.core.models import mobilenet_v1
+from dnnkit.core.process import isolated_python_env
 from dnnkit.systolic import SystolicArray, extract_layers, simulate, to_scalesim_topology
 from dnnkit.systolic.layers import GemmLayer, regroup_layers
 from dnnkit.systolic.model import simulate_layer
@@ -63,7 +64,8 @@ def test_fixture_covers_todays_mobilenet():
 def run_scalesim(request: dict) -> dict:
     py = oracle_python(".venv-scalesim")
     proc = subprocess.run([str(py), str(SCRIPT)], input=json.dumps(request), text=True,
-                          capture_output=True, timeout=300, check=False)
+                          capture_output=True, timeout=300, check=False,
+                          env=isolated_python_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 

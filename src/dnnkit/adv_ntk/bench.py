@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from dnnkit.adv_ntk.kernels import KernelSpec, ntk_kernel
 from dnnkit.adv_ntk.predict import AdvNTK, signed_abs
 from dnnkit.core.benchmark import Timing, time_call
 from dnnkit.core.data import load_digits_split
+from dnnkit.core.process import isolated_python_env
 from dnnkit.core.registry import register_bench
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,7 +31,7 @@ NT_SCRIPT = ROOT / "tests" / "oracles" / "adv_ntk_nt.py"
 def _nt_times(requests: list[dict]) -> list[float]:
     if not (NT_PYTHON.is_file() and NT_SCRIPT.is_file()):
         return [float("nan")] * len(requests)
-    env = dict(os.environ)
+    env = isolated_python_env()
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     proc = subprocess.run([str(NT_PYTHON), str(NT_SCRIPT)], input=json.dumps({"requests": requests}),
                           capture_output=True, text=True, env=env, timeout=1800, check=False)

@@ -65,14 +65,19 @@ def run_flower_simulation(model_fn: Callable[[], nn.Module], client_data: Sequen
         server_app = make_server_app(model_fn, config, checkpoint=ck,
                                      node_wait_timeout=node_wait_timeout)
         client_app = make_client_app(model_fn, lambda pid, _n: client_data[pid])
-        with quiet_flower(not verbose):
-            run_simulation(server_app=server_app, client_app=client_app,
-                           num_supernodes=len(client_data),
-                           backend_config={"client_resources": {"num_cpus": num_cpus_per_client,
-                                                                "num_gpus": 0.0},
-                                           "init_args": {"include_dashboard": False,
-                                                         "log_to_driver": verbose}},
-                           verbose_logging=verbose)
+        saved_env = os.environ.copy()  # Ray edits os.environ (PYTHONPATH, ...): leave no mark
+        try:
+            with quiet_flower(not verbose):
+                run_simulation(server_app=server_app, client_app=client_app,
+                               num_supernodes=len(client_data),
+                               backend_config={"client_resources": {"num_cpus": num_cpus_per_client,
+                                                                    "num_gpus": 0.0},
+                                               "init_args": {"include_dashboard": False,
+                                                             "log_to_driver": verbose}},
+                               verbose_logging=verbose)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
         if not ck.is_file():
             raise RuntimeError("The Flower simulation ended without a server checkpoint; see "
                                "Flower's log for the ServerApp error.")

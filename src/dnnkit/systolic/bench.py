@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dnnkit.core.benchmark import Timing, time_call
 from dnnkit.core.models import mobilenet_v1
+from dnnkit.core.process import isolated_python_env
 from dnnkit.core.registry import register_bench
 from dnnkit.systolic.draco import draco_sweep
 from dnnkit.systolic.layers import extract_layers
@@ -44,7 +45,7 @@ def run_scalesim(topology: str, rows: int, cols: int, dataflows=DATAFLOWS) -> di
     req = json.dumps({"rows": rows, "cols": cols, "dataflows": list(dataflows),
                       "topology": topology})
     proc = subprocess.run([str(_scalesim_python()), str(script)], input=req, text=True,
-                          capture_output=True, check=False)
+                          capture_output=True, check=False, env=isolated_python_env())
     if proc.returncode != 0:
         raise RuntimeError(f"SCALE-Sim failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
