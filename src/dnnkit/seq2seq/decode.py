@@ -177,17 +177,7 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     pad, bos, eos = ms[0].pad_id, ms[0].bos_id, ms[0].eos_id
     device = None
     with ExitStack() as stack:
-        for m in ms:
-            if isinstance(m, torch.nn.Module):
-                stack.enter_context(eval_mode(m))
-        states = []
-        for m in ms:
-            st = m.encode(src, src_len)
-            rows = torch.arange(N).repeat_interleave(K)
-            if isinstance(m, torch.nn.Module):
-                p = next(m.parameters(), None)
-                rows = rows.to(p.device) if p is not None else rows
-            states.append(m.reorder_state(st, rows))
+        states = _encode_all(stack, ms, src, src_len, torch.arange(N).repeat_interleave(K))
         scores = torch.full((N, K), -math.inf)
         scores[:, 0] = 0.0
         tokens = torch.empty((N, K, 0), dtype=torch.long)
@@ -279,17 +269,7 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
     H = len(hyps)
     tgt, tgt_len = pad_sequences(hyps, ms[0].pad_id)
     with ExitStack() as stack:
-        for m in ms:
-            if isinstance(m, torch.nn.Module):
-                stack.enter_context(eval_mode(m))
-        states = []
-        for m in ms:
-            st = m.encode(src_t, src_l)
-            rows = torch.zeros(H, dtype=torch.long)
-            if isinstance(m, torch.nn.Module):
-                p = next(m.parameters(), None)
-                rows = rows.to(p.device) if p is not None else rows
-            states.append(m.reorder_state(st, rows))
+        states = _encode_all(stack, ms, src_t, src_l, torch.zeros(H, dtype=torch.long))
         total = torch.zeros(H)
         y_prev = torch.full((H,), ms[0].bos_id, dtype=torch.long)
         for t in range(tgt.shape[1]):
@@ -302,6 +282,16 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
             total += torch.where(mask, logp.gather(1, tgt[:, t: t + 1])[:, 0], torch.zeros(H))
             y_prev = tgt[:, t]
     return total
+
+
+def _encode_all(stack: ExitStack, ms: Sequence[Any], src: torch.Tensor, src_len: torch.Tensor,
+                rows: torch.Tensor) -> list[Any]:
+    """Put every ensemble member in eval mode for the ``stack``'s lifetime, encode the source
+    and expand each encoder state to the decoding rows (``rows[i]`` = source sentence of row i)."""
+    for m in ms:
+        if isinstance(m, torch.nn.Module):
+            stack.enter_context(eval_mode(m))
+    return [m.reorder_state(m.encode(src, src_len), rows.to(_dev(m))) for m in ms]
 
 
 def _dev(m: Any) -> torch.device:
