@@ -42,3 +42,34 @@ def test_quick_config_runs_and_writes_a_report(name, tmp_path):
 @pytest.mark.parametrize("name", registry.bench_names())
 def test_every_bench_belongs_to_an_experiment(name):
     assert name in NAMES
+
+
+def test_runner_pins_declared_threads_and_restores_them(tmp_path, monkeypatch):
+    import torch
+
+    from dnnkit.core.report import Claim
+
+    seen = {}
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        x: int = 0
+
+        @classmethod
+        def quick(cls):
+            return cls()
+
+    def fake_run(cfg, ctx):
+        seen["threads"] = torch.get_num_threads()
+        return Result(summary="s", claims=[Claim.holds("ok", True)])
+
+    registry.discover()
+    monkeypatch.setitem(registry._EXPERIMENTS, "pinned", registry.Experiment(
+        "pinned", "P", "C", Cfg, fake_run, "tests", num_threads=1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_experiment("pinned", out=tmp_path, device="cpu")
+        assert seen["threads"] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -142,16 +142,11 @@ def _figure(runs: list[dict], cfg: Config, path) -> None:
                 "Overfitting for Wide DNNs: An NTK Approach'",
           claim="Robust accuracy of the infinite-width net peaks then decays along the training "
                 "path (AT degeneration); Adv-NTK makes the infinite-width net robust",
-          config=Config)
+          config=Config, num_threads=1)
 def run(cfg: Config, ctx: RunContext) -> Result:
-    # The work is many small element-wise kernels and <= 400 x 400 linear algebra: one thread is
-    # as fast, and OpenMP threads spinning on a shared 2-core machine made it 6x slower (measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runs = [_one_seed(ctx.seed + i, cfg, ctx) for i in range(cfg.n_seeds)]
-    finally:
-        torch.set_num_threads(threads)
+    # num_threads=1: the work is many small element-wise kernels and <= 400 x 400 linear algebra;
+    # OpenMP threads spinning on a shared 2-core machine made it 6x slower (measured).
+    runs = [_one_seed(ctx.seed + i, cfg, ctx) for i in range(cfg.n_seeds)]
 
     def mean(f) -> float:
         return float(np.mean([f(r) for r in runs]))

@@ -52,6 +52,7 @@ class Experiment:
     config: type
     run: Callable[..., Any]
     module: str
+    num_threads: int | None = None
 
     def default_config(self, quick: bool = False) -> Any:
         return self.config.quick() if quick else self.config()
@@ -69,8 +70,14 @@ _BENCHES: dict[str, Bench] = {}
 _DISCOVERED = False
 
 
-def register(name: str, *, paper: str, claim: str, config: type) -> Callable:
-    """Decorator registering ``run(cfg, ctx) -> Result`` as experiment ``name``."""
+def register(name: str, *, paper: str, claim: str, config: type,
+             num_threads: int | None = None) -> Callable:
+    """Decorator registering ``run(cfg, ctx) -> Result`` as experiment ``name``.
+
+    ``num_threads`` pins torch's intra-op threads while the runner runs it (and restores them
+    afterwards): many small kernels run fastest on one thread, and spinning OpenMP threads on a
+    shared 2-core machine slow them down several-fold.
+    """
     if not paper or not claim:
         raise ValueError(f"Experiment {name!r} needs a paper reference and a claim.")
     if not (dataclasses.is_dataclass(config) and hasattr(config, "quick")):
@@ -81,7 +88,8 @@ def register(name: str, *, paper: str, claim: str, config: type) -> Callable:
         if existing is not None and existing.module != fn.__module__:
             raise ValueError(f"Experiment {name!r} is registered twice ({existing.module}, "
                              f"{fn.__module__}).")
-        _EXPERIMENTS[name] = Experiment(name, paper, claim, config, fn, fn.__module__)
+        _EXPERIMENTS[name] = Experiment(name, paper, claim, config, fn, fn.__module__,
+                                        num_threads)
         return fn
 
     return deco

@@ -54,11 +54,13 @@ def run_experiment(
     seed_everything(seed)
     ctx = registry.RunContext(out_dir=out_dir, seed=seed, device=dev, progress=progress)
     threads = torch.get_num_threads()
+    if exp.num_threads is not None:
+        torch.set_num_threads(exp.num_threads)
     t0 = time.perf_counter()
     try:
         result = exp.run(cfg, ctx)
     finally:
-        torch.set_num_threads(threads)  # an experiment may pin threads; the next one starts clean
+        torch.set_num_threads(threads)  # the next experiment (or the caller) starts as it was
     seconds = time.perf_counter() - t0
     if not isinstance(result, Result):
         raise TypeError(f"Experiment {name!r} returned {type(result).__name__}, not a Result.")

@@ -102,7 +102,7 @@ def _oracle_checks(state: dict[str, torch.Tensor], names: list[str], seed: int,
 @register("feddip", paper="Long et al. 2023, FedDIP: Federated Learning with Extreme Dynamic "
           "Pruning and Incremental Regularization, IEEE ICDM (arXiv:2309.06805)",
           claim="FedDIP reaches 90-95% sparsity at about FedAvg's accuracy while cutting the "
-                "downlink to the model's density", config=Config)
+                "downlink to the model's density", config=Config, num_threads=1)
 def run(cfg: Config, ctx: RunContext) -> Result:
     import matplotlib
 
@@ -111,7 +111,6 @@ def run(cfg: Config, ctx: RunContext) -> Result:
 
     from dnnkit.feddip.driver import run_feddip
 
-    torch.set_num_threads(1)
     split = load_digits_split(test_fraction=cfg.test_fraction, seed=ctx.seed, flat=True)
     test = (split.x_test, split.y_test)
     base = FedDIPConfig(rounds=cfg.rounds, clients_per_round=cfg.clients_per_round,
