@@ -28,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from dnnkit.core.data import load_digits_split
 from dnnkit.core.models import mlp
+from dnnkit.core.training import accuracy
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.data import partition_dirichlet, partition_iid
 from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
@@ -77,10 +78,7 @@ def _main(grid: Grid, context: Context) -> None:
         if done == 0:
             return None
         model.load_state_dict(arrays.to_torch_state_dict())
-        model.eval()
-        with torch.no_grad():
-            acc = float((model(sp.x_test).argmax(1) == sp.y_test).float().mean())
-        return MetricRecord({"accuracy": acc})
+        return MetricRecord({"accuracy": accuracy(model, sp.x_test, sp.y_test)})
 
     ck = str(rc.get("checkpoint", "")) or None
     strategy = FedDIPStrategy(_model(), cfg, checkpoint=ck,
