@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -43,30 +41,6 @@ def oracle_python(venv: str) -> Path:
     if not py.is_file():
         missing_oracle(venv, f"{py} does not exist")
     return py
-
-
-def stub_torchvision() -> None:
-    """zennit imports torchvision at import time; when torchvision is absent (it would replace the
-    CPU torch), register minimal stand-ins for the three modules zennit touches. Only zennit's
-    ResNet canonizers need the real classes, and dnnkit does not use them."""
-    try:
-        import torchvision  # noqa: F401
-        return
-    except ImportError:
-        pass
-    tv = types.ModuleType("torchvision")
-    models = types.ModuleType("torchvision.models")
-    resnet = types.ModuleType("torchvision.models.resnet")
-
-    class _Missing(torch.nn.Module):
-        pass
-
-    resnet.Bottleneck = _Missing
-    resnet.BasicBlock = _Missing
-    models.resnet = resnet
-    tv.models = models
-    sys.modules.update({"torchvision": tv, "torchvision.models": models,
-                        "torchvision.models.resnet": resnet})
 
 
 @pytest.fixture
