@@ -13,14 +13,9 @@ from torch import nn
 
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.validation import check_int, check_tensor
+from dnnkit.deep_taylor.decompose import _targets
 
 __all__ = ["sensitivity", "taylor_nearest_root", "gradient"]
-
-
-def _target_index(target, out: torch.Tensor) -> torch.Tensor:
-    from dnnkit.deep_taylor.decompose import _targets
-
-    return _targets(target, out)
 
 
 def gradient(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None
@@ -30,7 +25,7 @@ def gradient(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | Non
     with eval_mode(model), torch.enable_grad():
         xin = x.detach().clone().requires_grad_(True)
         out = model(xin)
-        t = _target_index(target, out)
+        t = _targets(target, out)
         f = out.gather(1, t[:, None]).squeeze(1)
         (g,) = torch.autograd.grad(f.sum(), xin)
     return g.detach(), f.detach()
@@ -64,7 +59,7 @@ def taylor_nearest_root(
     g, f0 = gradient(model, x, target)
     with eval_mode(model):
         out = model(x.detach())
-    t = _target_index(target, out)
+    t = _targets(target, out)
     shape = (-1,) + (1,) * (x.ndim - 1)
     root = x.detach().clone()
     floor = tol * f0.abs().clamp_min(1e-12)
