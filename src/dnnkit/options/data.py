@@ -112,10 +112,14 @@ class Box:
 
 def default_box(model: str, contract_low: Sequence[float] = CONTRACT_LOW,
                 contract_high: Sequence[float] = CONTRACT_HIGH) -> Box:
-    """The default feature box ``[model parameters..., K/S, tau, r, q]`` (spec section 2.2)."""
+    """The default feature box ``[model parameters..., K/S, tau, r, q]`` (spec section 2.2).
+
+    The bounds are built in float64 from the Python floats, so the documented edges are exact
+    (a quote with K/S = 0.8 or tau = 0.05 lies inside, not 1e-8 outside)."""
     spec = get_model(model)
-    return Box(spec.params + CONTRACT_NAMES, torch.tensor(spec.low + tuple(contract_low)),
-               torch.tensor(spec.high + tuple(contract_high)))
+    return Box(spec.params + CONTRACT_NAMES,
+               torch.tensor(spec.low + tuple(contract_low), dtype=torch.float64),
+               torch.tensor(spec.high + tuple(contract_high), dtype=torch.float64))
 
 
 @dataclass
