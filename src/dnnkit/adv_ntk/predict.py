@@ -250,7 +250,7 @@ class AdvNTK(torch.nn.Module):
             self.infinite = math.isinf(s)
             v = torch.full(shape, 0.0 if self.infinite else s, dtype=dtype, device=x.device)
         self.varpi = torch.nn.Parameter(v, requires_grad=bool(trainable) and not self.infinite)
-        self._cache: tuple[int, torch.Tensor] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_buffer("inf_weights", self._solve(gram, y) if self.infinite else None)
         check_choice(method, "method", ("auto", "eigh", "expm"), where=where)
         half = ihalf = None
@@ -286,16 +286,20 @@ class AdvNTK(torch.nn.Module):
         """``P = Θ⁻¹ (I - exp(-Θ D)) Y``, ``(M, c)``; differentiable in ϖ when grad is enabled.
 
         Cached (detached) while ϖ does not require grad or grad is off, so attacks on a frozen
-        predictor do not repeat the matrix exponential.
+        predictor do not repeat the matrix exponential. The cache is keyed on ϖ's *values* (a
+        snapshot compared with ``torch.equal``, O(M c) against the O(M^3) solve), so swapping ϖ by
+        ``torch.func.functional_call``, ``param.data = ...`` or ``vector_to_parameters`` never
+        returns weights of an old ϖ.
         """
         if self.inf_weights is not None:
             return self.inf_weights
         v = self.varpi
         frozen = not (torch.is_grad_enabled() and v.requires_grad)
-        key = v._version
-        if frozen and self._cache is not None and self._cache[0] == key \
-                and self._cache[1].device == v.device:
-            return self._cache[1]
+        if frozen and self._cache is not None:
+            old_v, old_p = self._cache
+            if old_v.device == v.device and old_v.dtype == v.dtype and old_v.shape == v.shape \
+                    and torch.equal(old_v, v.detach()):
+                return old_p
         d = signed_abs(v)
         if self.method == "eigh":
             h, ih, z = self.gram_half, self.gram_ihalf, self.z_train
@@ -312,7 +316,7 @@ class AdvNTK(torch.nn.Module):
             p = d[:, None] * phi_times(self.gram * d[None, :], self.y_train)
         if frozen:
             p = p.detach()
-            self._cache = (key, p)
+            self._cache = (v.detach().clone(), p)
         return p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
