@@ -178,7 +178,9 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     device = None
     with ExitStack() as stack:
         states = _encode_all(stack, ms, src, src_len, torch.arange(N).repeat_interleave(K))
-        scores = torch.full((N, K), -math.inf)
+        # scores accumulate token log-probabilities in float64 (float32 sums drift by ~1e-5
+        # over 30 tokens, enough to reorder close hypotheses)
+        scores = torch.full((N, K), -math.inf, dtype=torch.float64)
         scores[:, 0] = 0.0
         tokens = torch.empty((N, K, 0), dtype=torch.long)
         budget = [K] * N
@@ -196,7 +198,7 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
             for m, st in zip(ms, states):
                 logp, st = m.step(y_prev, st)
                 device = logp.device
-                logps.append(logp.float().cpu())
+                logps.append(logp.double().cpu())
                 new_states.append(st)
             logp = _combine(logps, ensemble).view(N, K, V).clone()
             logp[:, :, pad] = -math.inf
@@ -253,12 +255,13 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
                      ensemble: Literal["mean_prob", "mean_logprob"] = "mean_prob",
                      add_eos: bool = True) -> torch.Tensor:
     """log p(hyp | src) of each hypothesis by stepping the decoder(s) (the quantity beam search
-    maximises), ``(H,)``. ``</s>`` is appended unless ``add_eos`` is false."""
+    maximises), ``(H,)`` float64 (token log-probabilities summed in float64). ``</s>`` is
+    appended unless ``add_eos`` is false."""
     where = "score_hypotheses"
     ms = check_ensemble(models, where)
     check_choice(ensemble, "ensemble", ("mean_prob", "mean_logprob"), where=where)
     if not hyps:
-        return torch.zeros(0)
+        return torch.zeros(0, dtype=torch.float64)
     V = int(ms[0].tgt_vocab)
     hyps = check_id_sequences(hyps, "hyps", V, pad_id=ms[0].pad_id, where=where)
     if add_eos:
@@ -270,16 +273,17 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
     tgt, tgt_len = pad_sequences(hyps, ms[0].pad_id)
     with ExitStack() as stack:
         states = _encode_all(stack, ms, src_t, src_l, torch.zeros(H, dtype=torch.long))
-        total = torch.zeros(H)
+        total = torch.zeros(H, dtype=torch.float64)
         y_prev = torch.full((H,), ms[0].bos_id, dtype=torch.long)
         for t in range(tgt.shape[1]):
             logps = []
             for i, m in enumerate(ms):
                 logp, states[i] = m.step(y_prev.to(_dev(m)), states[i])
-                logps.append(logp.float().cpu())
+                logps.append(logp.double().cpu())
             logp = _combine(logps, ensemble)
             mask = t < tgt_len
-            total += torch.where(mask, logp.gather(1, tgt[:, t: t + 1])[:, 0], torch.zeros(H))
+            total += torch.where(mask, logp.gather(1, tgt[:, t: t + 1])[:, 0],
+                                 torch.zeros(H, dtype=torch.float64))
             y_prev = tgt[:, t]
     return total
 

@@ -287,8 +287,9 @@ class LSTMSeq2Seq(nn.Module):
         """``(B,)`` sum_t log p(y_t | v, y_<t) (eq. 1) of right-padded targets ``tgt``.
 
         Include ``</s>`` at the end of each target to score complete sentences (as beam search
-        and n-best rescoring do)."""
-        return self.token_log_probs(src, src_len, tgt, tgt_len).sum(1)
+        and n-best rescoring do). The sum is accumulated and returned in float64, like beam
+        search's scores, so both agree on long hypotheses."""
+        return self.token_log_probs(src, src_len, tgt, tgt_len).double().sum(1)
 
     def sentence_vector(self, src: torch.Tensor, src_len: torch.Tensor, *,
                         include_cell: bool = True) -> torch.Tensor:
