@@ -63,8 +63,8 @@ def explain_models(
     [torch.Size([8]), torch.Size([8])]
     """
     where = "explain_models"
-    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence) or len(models) < 2:
-        raise ValueError(param_error("models", where, "a sequence of at least 2 models",
+    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence) or len(models) < 1:
+        raise ValueError(param_error("models", where, "a non-empty sequence of models",
                                      type(models).__name__ if not isinstance(models, Sequence)
                                      else f"{len(models)} model(s)"))
     if target is None:
