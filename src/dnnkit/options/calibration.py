@@ -22,6 +22,7 @@ from torch import nn
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
 from dnnkit.options.data import Box, Quotes
+from dnnkit.options.fused import fused_value_and_jacobian
 from dnnkit.options.processes import check_contracts
 
 __all__ = [
@@ -125,6 +126,7 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     check_int(max_iter, "max_iter", 1, where="calibrate")
     if not isinstance(quotes, Quotes):
         raise TypeError(param_error("quotes", "calibrate", "a Quotes", type(quotes).__name__))
+    fused = None
     if isinstance(price_fn, SurrogatePricer):
         net = price_fn
         p_dim = net.feature_box.dim - 4
@@ -138,6 +140,8 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
             raise ValueError("calibrate: quotes lie outside the surrogate's training box: "
                              + "; ".join(bad) + ".")
         price_fn = surrogate_price_fn(net)
+        if box.names == net.feature_box.names[:p_dim]:
+            fused = fused_value_and_jacobian(net, p_dim, quotes.contracts)
     if not isinstance(box, Box):
         raise TypeError(param_error("box", "calibrate", "a Box of model parameters", box))
     n, p = quotes.contracts.shape[0], box.dim
@@ -163,7 +167,39 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
         return SW[:k] * (price_fn(theta_of(zr), C[:k]) - Y[:k])
 
     def resid(z):                       # z (s, p) -> residuals (s, n)
+        if fused is not None:
+            with torch.no_grad():
+                return _fused_resid_jac(z, False)[0]
         return rows(z.repeat_interleave(n, 0)).reshape(z.shape[0], n)
+
+    def _fused_resid_jac(z, need_jac, starts=None):
+        # one pass of the surrogate gives residuals and the Jacobian in z (no autograd graph);
+        # ``starts`` are the rows of the S-start batch that z holds (the fused pass is built for
+        # the full batch of contracts, which are identical for every start)
+        evals[0] += 1
+        k = z.shape[0]
+        sg = torch.sigmoid(z)
+        theta = lo + (hi - lo) * sg
+        price, J = fused_k(k)(theta.repeat_interleave(n, 0), need_jac)
+        r = (SW[:k * n] * (price - Y[:k * n])).reshape(k, n)
+        if not need_jac:
+            return r, None
+        dth = ((hi - lo) * sg * (1 - sg)).repeat_interleave(n, 0)          # (k n, p)
+        return r, (SW[:k * n, None] * J * dth).reshape(k, n, -1)
+
+    _fused_cache: dict = {}
+
+    def fused_k(k):
+        # passes for a batch of k starts (contract constants computed once per k)
+        if k not in _fused_cache:
+            _fused_cache[k] = fused_value_and_jacobian(net, p, c.repeat(k, 1))
+        return _fused_cache[k]
+
+    def jac(z):                         # z (s, p) -> residuals (s, n), Jacobian (s, n, p)
+        if fused is not None:
+            with torch.no_grad():
+                return _fused_resid_jac(z, True)
+        return _jacobian(rows, z, n)
 
     u = torch.quasirandom.SobolEngine(p, scramble=True, seed=int(
         torch.randint(0, 2**31 - 1, (1,), generator=make_generator(seed)))).draw(
@@ -171,7 +207,11 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     z = torch.logit(0.05 + 0.9 * u)
     t0 = time.perf_counter()
     if method == "lm":
-        z, conv = _levenberg_marquardt(rows, resid, z, n, max_iter, tol)
+        noise = 0.0
+        if fused is not None:   # the cost is resolved only to the surrogate's float precision
+            noise = 10 * torch.finfo(next(net.parameters()).dtype).eps
+        z, conv = _levenberg_marquardt(jac, resid, z, max_iter, tol, noise=noise,
+                                       jac_at_trial=fused is not None)
     elif method == "lbfgs":
         z.requires_grad_(True)
         opt = torch.optim.LBFGS([z], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
@@ -227,32 +267,65 @@ def _jacobian(rows, z, n):
     return r.detach().reshape(S, n), g.reshape(S, n, p)
 
 
-def _levenberg_marquardt(rows, resid, z, n, max_iter, tol):
+def _levenberg_marquardt(jac, resid, z, max_iter, tol, xtol=1e-9, noise=0.0,
+                         jac_at_trial=False):
+    """Batched Levenberg-Marquardt over the starts (rows of ``z``) with Marquardt scaling and
+    Nielsen's damping update (gain ratio of actual to predicted decrease).
+
+    A start stops when an accepted step changes the cost by at most ``tol`` relative (actual and
+    predicted), when the Gauss-Newton model predicts a decrease below the pricer's ``noise``
+    (relative cost resolution, e.g. float32 surrogates: nothing left to gain), when its step is
+    below ``xtol`` relative to ``z``, or when its damping explodes. Stopped starts leave the
+    batch, so later iterations price only the starts still moving. With ``jac_at_trial`` (cheap
+    Jacobians, e.g. the fused surrogate pass) the trial point is evaluated with its Jacobian in
+    one call, so an accepted step needs no second call.
+    """
     S, p = z.shape
+    z = z.clone()
     lam = torch.full((S,), 1e-3, dtype=z.dtype)
-    r, J = _jacobian(rows, z, n)
-    cost = (r * r).sum(1)
+    nu = torch.full((S,), 2.0, dtype=z.dtype)
     conv = torch.zeros(S, dtype=torch.bool)
-    eye = torch.eye(p, dtype=z.dtype)
+    act = torch.arange(S)
+    r, J = jac(z)
+    cost = (r * r).sum(1)
     for _ in range(max_iter):
         A = J.transpose(1, 2) @ J
         g = (J.transpose(1, 2) @ r.unsqueeze(2)).squeeze(2)
-        D = torch.diag_embed(torch.diagonal(A, dim1=1, dim2=2).clamp(min=1e-12))
-        step = torch.linalg.solve(A + lam[:, None, None] * D + 1e-15 * eye, -g)
-        step = torch.where(conv[:, None], torch.zeros_like(step), step)
-        with torch.no_grad():
-            rc = resid(z + step)
+        D = torch.diagonal(A, dim1=1, dim2=2).clamp(min=1e-12)
+        la = lam[act]
+        step = torch.linalg.solve(A + torch.diag_embed(la[:, None] * D), -g)
+        za = z[act]
+        if jac_at_trial:
+            rc, Jc = jac(za + step)
+        else:
+            rc, Jc = resid(za + step), None
         cc = (rc * rc).sum(1)
-        better = (cc < cost) & ~conv
-        small = (cost - cc).abs() <= tol * cost.clamp(min=1e-300)
-        conv = conv | (better & small) | (lam > 1e12)
-        z = torch.where(better[:, None], z + step, z)
-        lam = torch.where(better, (lam / 3).clamp(min=1e-12), lam * 4)
-        if bool(conv.all()):
-            break
-        if bool(better.any()):
-            r, J = _jacobian(rows, z, n)
-            cost = (r * r).sum(1)
+        pred = -(2 * (g * step).sum(1) + (step * (A @ step.unsqueeze(2)).squeeze(2)).sum(1))
+        actual = cost - cc
+        better = actual > 0
+        rho = actual / pred.clamp(min=1e-300)
+        # Nielsen (1999): shrink lam by up to 3x on good steps, double the growth on bad ones
+        lam[act] = torch.where(better, la * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3),
+                               la * nu[act])
+        nu[act] = torch.where(better, torch.full_like(la, 2.0), nu[act] * 2)
+        small_f = (better & (actual <= tol * cost) & (pred <= tol * cost)) | (pred <= noise * cost)
+        small_x = (step * step).sum(1) <= (xtol * ((za * za).sum(1).sqrt() + xtol)) ** 2
+        stuck = lam[act] > 1e16
+        z[act] = torch.where(better[:, None], za + step, za)
+        done = small_f | small_x | stuck | (cc <= 1e-30)
+        conv[act] = done & ~stuck
+        keep = ~done
+        if not bool(keep.any()):
+            return z, conv
+        upd = better & keep
+        if bool(upd.any()):
+            if Jc is not None:
+                ru, Ju = rc[upd], Jc[upd]
+            else:               # recompute residuals and Jacobian only where the step was taken
+                ru, Ju = jac(z[act[upd]])
+            r, J, cost = r.clone(), J.clone(), cost.clone()
+            r[upd], J[upd], cost[upd] = ru, Ju, (ru * ru).sum(1)
+        act, r, J, cost = act[keep], r[keep], J[keep], cost[keep]
     return z, conv
 
 
