@@ -17,7 +17,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-
 __all__ = ["fused_value_and_jacobian"]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
