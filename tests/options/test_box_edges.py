@@ -47,3 +47,18 @@ def test_surrogate_prices_and_calibrates_quotes_on_the_edges():
     market = price_european("heston", params.expand(len(rows), -1), contracts)
     res = calibrate(net, Quotes(contracts, market), n_starts=1, max_iter=5)
     assert torch.isfinite(res.params).all()
+
+
+@pytest.mark.parametrize("method", ["lm", "lbfgs", "adam"])
+def test_every_method_calibrates_a_surrogate(method):
+    """The fused pass serves LM; gradient methods keep autograd through the surrogate."""
+    box = default_box("heston")
+    torch.manual_seed(0)
+    net = SurrogatePricer(box, depth=2, width=16, baseline="heston_bs")
+    contracts = torch.tensor([[m, t, 0.01, 0.0] for t in (0.25, 1.0) for m in (0.9, 1.0, 1.1)],
+                             dtype=torch.float64)
+    truth = torch.tensor([[0.04, 1.5, 0.06, 0.5, -0.6]], dtype=torch.float64)
+    quotes = Quotes(contracts, price_european("heston", truth.expand(6, -1), contracts))
+    start = calibrate(net, quotes, method=method, n_starts=2, max_iter=1).rmse
+    res = calibrate(net, quotes, method=method, n_starts=2, max_iter=60)
+    assert res.rmse < start or res.rmse < 1e-6

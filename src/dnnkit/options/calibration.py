@@ -140,7 +140,7 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
             raise ValueError("calibrate: quotes lie outside the surrogate's training box: "
                              + "; ".join(bad) + ".")
         price_fn = surrogate_price_fn(net)
-        if box.names == net.feature_box.names[:p_dim]:
+        if method == "lm" and box.names == net.feature_box.names[:p_dim]:
             fused = fused_value_and_jacobian(net, p_dim, quotes.contracts)
     if not isinstance(box, Box):
         raise TypeError(param_error("box", "calibrate", "a Box of model parameters", box))
