@@ -384,8 +384,17 @@ class Instance(Constraint):
     def __init__(self, *types: type) -> None:
         object.__setattr__(self, "types", tuple(types))
 
+    @staticmethod
+    def _name(t: type) -> str:
+        mod = getattr(t, "__module__", "") or ""
+        if mod.startswith("torch.nn.modules"):
+            return f"torch.nn.{t.__name__}"
+        if mod.startswith("torch") and hasattr(torch, t.__name__):
+            return f"torch.{t.__name__}"
+        return t.__name__
+
     def describe(self) -> str:
-        names = [t.__name__ for t in self.types]
+        names = [self._name(t) for t in self.types]
         return "an instance of " + (names[0] if len(names) == 1 else " or ".join(names))
 
     def check(self, value: Any, name: str, where: str | None) -> None:

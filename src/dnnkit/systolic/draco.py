@@ -95,7 +95,8 @@ def _point(g, rep: NetworkReport, layers: Sequence[GemmLayer], base: NetworkRepo
 GROUP_SIZE = Int(1, 1 << 16)
 
 
-@validate_params({"model_or_layers": AnyOf(Instance(nn.Module), Sequence_(Instance(GemmLayer))),
+@validate_params({"model_or_layers": AnyOf(Instance(nn.Module),
+                                            Sequence_(Instance(GemmLayer), min_len=0)),
                   "array": Instance(SystolicArray), "group_sizes": Sequence_(GROUP_SIZE),
                   "input_shape": Optional_(INPUT_SHAPE), "strict": Instance(bool)})
 def draco_sweep(model_or_layers: nn.Module | Sequence[GemmLayer],

@@ -33,8 +33,8 @@ from dnnkit.core.validation import (
     Instance,
     Int,
     Optional_,
-    Options,
     Sequence_,
+    Str,
     check_choice,
     param_error,
     validate_params,
@@ -56,7 +56,7 @@ DATAFLOWS = ("os", "ws", "is")
 
 
 @validate_params({"rows": Int(1, 1 << 20), "cols": Int(1, 1 << 20),
-                  "dataflow": Options("os", "ws", "is")})
+                  "dataflow": Str()})  # the name (any case) is checked in __post_init__
 @dataclass(frozen=True)
 class SystolicArray:
     """A ``rows`` x ``cols`` array of MAC units running one dataflow.
@@ -235,7 +235,8 @@ def simulate_layer(layer: GemmLayer, array: SystolicArray = DEFAULT_ARRAY) -> La
     return _report(layer, array.rows, array.cols, array.dataflow)
 
 
-@validate_params({"model_or_layers": AnyOf(Instance(nn.Module), Sequence_(Instance(GemmLayer))),
+@validate_params({"model_or_layers": AnyOf(Instance(nn.Module),
+                                            Sequence_(Instance(GemmLayer), min_len=0)),
                   "array": Instance(SystolicArray), "input_shape": Optional_(INPUT_SHAPE),
                   "strict": Instance(bool)})
 def simulate(model_or_layers: nn.Module | Sequence[GemmLayer],

@@ -40,7 +40,8 @@ def _conv_row(name: str, lay: GemmLayer, channels: int, filters: int) -> str:
     return f"{name}, {h}, {w}, {lay.k_h}, {lay.k_w}, {channels}, {filters}, {s},"
 
 
-@validate_params({"layers": Sequence_(Instance(GemmLayer)), "per_group": Instance(bool), "gemm": Instance(bool)})
+@validate_params({"layers": Sequence_(Instance(GemmLayer), min_len=0),
+                  "per_group": Instance(bool), "gemm": Instance(bool)})
 def to_scalesim_topology(layers: Sequence[GemmLayer], *, per_group: bool = True,
                          gemm: bool = False) -> str:
     """SCALE-Sim v3.0.0 topology CSV text for ``layers``.
