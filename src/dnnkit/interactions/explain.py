@@ -10,11 +10,13 @@ import torch
 from dnnkit.core.validation import (
     AnyOf,
     Callable_,
+    Instance,
     Int,
     Optional_,
     Options,
     Real,
     Sequence_,
+    Str,
     Tensor,
     param_error,
     validate_params,
@@ -29,8 +31,8 @@ _BOUND = Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None))))
 
 
 @validate_params({"models": Sequence_(Callable_()), "x": Tensor(dtype="floating"),
-                  "players": AnyOf(Sequence_(Sequence_(Int(0, 2**40), min_len=0), max_len=20), Tensor(ndim=2, dtype="bool")), "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)),
-                  "output": Options("log_odds", "logit", "prob"), "alpha": Real(0.0, 1.0),
+                  "players": Instance(list, tuple, torch.Tensor), "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)),
+                  "output": Str(), "alpha": Real(0.0, 1.0),
                   "tau_ratio": Real(0.0, 1.0), "specific_bound": _BOUND,
                   "solver": Options("adam", "lp"), "steps": Int(1, 10_000_000),
                   "lr": Real(0.0, 100.0, closed="right"), "batch_size": Int(1, 1 << 24)})

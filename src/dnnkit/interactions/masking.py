@@ -14,9 +14,8 @@ from dnnkit.core.validation import (
     Instance,
     Int,
     Optional_,
-    Options,
     Real,
-    Sequence_,
+    Str,
     Tensor,
     check_choice,
     check_int,
@@ -118,8 +117,8 @@ def _bits(masks: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-@validate_params({"model": Callable_(), "x": Tensor(dtype="floating"), "players": AnyOf(Sequence_(Sequence_(Int(0, 2**40), min_len=0), max_len=20), Tensor(ndim=2, dtype="bool")),
-                  "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)), "output": AnyOf(Options("log_odds", "logit", "prob"), Callable_()),
+@validate_params({"model": Callable_(), "x": Tensor(dtype="floating"), "players": Instance(list, tuple, torch.Tensor),
+                  "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)), "output": AnyOf(Str(), Callable_()),
                   "subtract_empty": Instance(bool), "batch_size": Int(1, 1 << 24)})
 def masked_outputs(
     model: Callable[[torch.Tensor], torch.Tensor],
