@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dnnkit.core.validation import check_tensor, param_error
+from dnnkit.core.validation import Tensor, check_tensor, param_error, validate_params
 from dnnkit.interactions.subsets import n_from_length
 
 __all__ = [
@@ -94,6 +94,7 @@ def _check_values(values: object, name: str, where: str) -> torch.Tensor:
     return values
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     r"""Harsanyi dividends (AND interactions) of a set function, batched over leading dims.
 
@@ -132,6 +133,7 @@ def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     return moebius(values)
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_or(values: torch.Tensor) -> torch.Tensor:
     r"""OR interactions of a set function (a pattern counts when ANY of its players is present).
 
