@@ -21,6 +21,15 @@ __all__ = ["SlimmableEnsembleEncoder"]
 COMBINES = ("mean", "sum", "weighted", "learned")
 
 
+class _ModeState:
+    """A plain holder for the active mode: writing it costs no ``nn.Module.__setattr__``."""
+
+    __slots__ = ("k", "bits")
+
+    def __init__(self, k: int, bits: int = 0) -> None:
+        self.k, self.bits = k, bits
+
+
 class SlimmableEnsembleEncoder(nn.Module):
     """Ensemble of N members; ``forward(x, k)`` runs and combines only the first ``k``.
 
@@ -112,7 +121,7 @@ class SlimmableEnsembleEncoder(nn.Module):
         elif self.combine == "learned":
             init = torch.zeros(self.n_members) if w is None else w.log()
             self.logits = nn.Parameter(init)
-        self.k = self.n_members
+        self._mode = _ModeState(self.n_members)
         self.out_shape: tuple[int, ...] | None = None
         if example_input is not None:
             self._check_members(check_tensor(example_input, "example_input", where=where))
@@ -129,10 +138,17 @@ class SlimmableEnsembleEncoder(nn.Module):
                                          "members with identical output shapes", detail))
         self.out_shape = shapes[0]
 
+    @property
+    def k(self) -> int:
+        """The number of active members (the mode)."""
+        return self._mode.k
+
     def set_mode(self, k: int) -> None:
         """Use the first ``k`` members from now on (O(1): one integer is stored)."""
-        self.k = check_int(k, "k", 1, self.n_members, where="slimsplit.SlimmableEnsembleEncoder"
-                           ".set_mode")
+        if not (type(k) is int and 1 <= k <= self.n_members):
+            check_int(k, "k", 1, self.n_members, where="slimsplit.SlimmableEnsembleEncoder"
+                      ".set_mode")
+        self._mode.k = k
 
     def member_weights(self, k: int) -> torch.Tensor | None:
         """The normalised combination weights of the first ``k`` members (None for mean/sum)."""

@@ -21,7 +21,7 @@ from torch import nn
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error
-from dnnkit.slimsplit.ensemble import SlimmableEnsembleEncoder
+from dnnkit.slimsplit.ensemble import SlimmableEnsembleEncoder, _ModeState
 from dnnkit.slimsplit.quantize import MODES, BottleneckQuantizer, Payload, payload_nbytes
 
 __all__ = ["SplitModel", "ModeStats", "train_split", "profile_modes"]
@@ -73,8 +73,18 @@ class SplitModel(nn.Module):
         self.decoder = decoder
         self.quantizer = BottleneckQuantizer(max(bits), mode=quant_mode, per_sample=True)
         self.bits_options = bits
-        self.k = encoder.n_members
-        self.bits = max(bits)
+        self._n_members = encoder.n_members
+        self._mode = _ModeState(encoder.n_members, max(bits))
+
+    @property
+    def k(self) -> int:
+        """Active members of the current mode."""
+        return self._mode.k
+
+    @property
+    def bits(self) -> int:
+        """Bits per element of the current mode."""
+        return self._mode.bits
 
     @property
     def modes(self) -> list[tuple[int, int]]:
@@ -92,7 +102,10 @@ class SplitModel(nn.Module):
 
     def set_mode(self, k: int, bits: int) -> None:
         """Switch the operating point: two integers are stored (no reload, no allocation)."""
-        self.k, self.bits = self._check_mode(k, bits, "slimsplit.SplitModel.set_mode")
+        if not (type(k) is int and type(bits) is int and 1 <= k <= self._n_members
+                and bits in self.bits_options):
+            k, bits = self._check_mode(k, bits, "slimsplit.SplitModel.set_mode")
+        self._mode.k, self._mode.bits = k, bits
 
     def forward(self, x: torch.Tensor, k: int | None = None, bits: int | None = None
                 ) -> torch.Tensor:
