@@ -75,7 +75,7 @@ def test_ensemble_bad_input():
         enc(torch.full((1, 1, 5, 5), float("nan")))
     with pytest.raises(ValueError, match="'weights' parameter"):
         SlimmableEnsembleEncoder(_members(), combine="weighted")
-    with pytest.raises(ValueError, match="'weights' parameter"):
+    with pytest.raises(ValueError, match=r"'weights\[1\]' parameter"):
         SlimmableEnsembleEncoder(_members(), combine="weighted", weights=[1.0, -1.0, 1.0])
     with pytest.raises(ValueError, match="'combine' parameter"):
         SlimmableEnsembleEncoder(_members(), combine="median")

@@ -19,8 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnnkit.core.seeding import make_rng
-from dnnkit.core.validation import check_int, check_interval, check_positive, param_error
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Seed,
+    Sequence_,
+    check_int,
+    check_interval,
+    check_positive,
+    param_error,
+    validate_params,
+)
 from dnnkit.slimsplit.split import ModeStats
+
+_POS = Real(0.0, None, closed="neither")
 
 __all__ = ["BandwidthEstimator", "ModeController", "ModeChoice", "bandwidth_trace",
            "simulate_stream", "StreamTrace"]
@@ -28,6 +43,7 @@ __all__ = ["BandwidthEstimator", "ModeController", "ModeChoice", "bandwidth_trac
 Mode = tuple[int, int]
 
 
+@validate_params({"alpha": Real(0.0, 1.0, closed="right"), "initial_Bps": _POS})
 class BandwidthEstimator:
     """Exponential moving average of the measured link throughput (bytes per second).
 
@@ -44,10 +60,12 @@ class BandwidthEstimator:
         self.alpha = check_interval(alpha, "alpha", 0.0, 1.0, closed="right", where=where)
         self.estimate = check_positive(initial_Bps, "initial_Bps", where=where)
 
+    @validate_params({"nbytes": Int(1, 2**39), "seconds": _POS},
+                     where="slimsplit.BandwidthEstimator.update")
     def update(self, nbytes: int, seconds: float) -> float:
         """Fold one transfer (``nbytes`` in ``seconds``) into the estimate; return it."""
         where = "slimsplit.BandwidthEstimator.update"
-        nbytes = check_int(nbytes, "nbytes", 1, 1 << 40, where=where)
+        nbytes = check_int(nbytes, "nbytes", 1, 2**39, where=where)
         seconds = check_positive(seconds, "seconds", where=where)
         self.estimate = self.alpha * (nbytes / seconds) + (1.0 - self.alpha) * self.estimate
         return self.estimate
@@ -68,6 +86,10 @@ class ModeChoice:
         return (self.k, self.bits)
 
 
+@validate_params({"table": Instance(Mapping), "safety": Real(0.0, 1.0, closed="right"),
+                  "server_ms": Real(0.0, 1e9),
+                  "required_modes": Optional_(Sequence_(Sequence_(Int(1, 64), min_len=2,
+                                                                   max_len=2)))})
 class ModeController:
     """Pick the most accurate mode whose predicted latency fits the safety-scaled deadline.
 
@@ -119,6 +141,8 @@ class ModeController:
         st = self.table[mode]
         return st.encoder_ms + 1e3 * st.payload_bytes / bandwidth_Bps + self.server_ms
 
+    @validate_params({"bandwidth_Bps": _POS, "deadline_ms": _POS},
+                     where="slimsplit.ModeController.select")
     def select(self, bandwidth_Bps: float, deadline_ms: float) -> ModeChoice:
         """The most accurate feasible mode, or the cheapest one flagged infeasible."""
         where = "slimsplit.ModeController.select"
@@ -133,6 +157,8 @@ class ModeController:
         return ModeChoice(mode[0], mode[1], False, self.predict_ms(mode, bw), st.accuracy)
 
 
+@validate_params({"n_frames": Int(1, 10_000_000), "high_Bps": _POS, "low_Bps": _POS,
+                  "period": Int(1, 10_000_000), "noise": Real(0.0, 5.0), "seed": Seed()})
 def bandwidth_trace(n_frames: int, *, high_Bps: float, low_Bps: float, period: int = 50,
                     noise: float = 0.1, seed: int | None = None) -> np.ndarray:
     """A square-wave link rate (high phase first, ``period`` frames per phase), bytes / s.
@@ -174,6 +200,9 @@ class StreamTrace:
         return float(self.accuracy.mean())
 
 
+@validate_params({"controller": Instance(ModeController), "deadline_ms": _POS,
+                  "estimator": Optional_(Instance(BandwidthEstimator)),
+                  "frame": Optional_(Callable_())})
 def simulate_stream(controller: ModeController, bandwidth_Bps: Sequence[float] | np.ndarray,
                     deadline_ms: float, *, estimator: BandwidthEstimator | None = None,
                     frame: Callable[[int, Mode], tuple[float, int, float]] | None = None

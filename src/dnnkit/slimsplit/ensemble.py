@@ -14,7 +14,19 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.core.validation import (
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Tensor,
+    check_choice,
+    check_int,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["SlimmableEnsembleEncoder"]
 
@@ -30,6 +42,9 @@ class _ModeState:
         self.k, self.bits = k, bits
 
 
+@validate_params({"n_members": Optional_(Int(1, 64)), "combine": Options(*COMBINES),
+                  "weights": Optional_(Sequence_(Real(0.0, None, closed="neither"))),
+                  "example_input": Optional_(Tensor())})
 class SlimmableEnsembleEncoder(nn.Module):
     """Ensemble of N members; ``forward(x, k)`` runs and combines only the first ``k``.
 

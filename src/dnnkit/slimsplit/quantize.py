@@ -30,7 +30,19 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Sequence_,
+    Tensor,
+    check_choice,
+    check_int,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["Payload", "BottleneckQuantizer", "pack_bits", "unpack_bits", "payload_nbytes"]
 
@@ -76,6 +88,8 @@ def header_nbytes(shape: tuple[int, ...]) -> int:
     return _HEAD.size + sum(len(_varint(int(d))) for d in shape) + _TAIL.size
 
 
+@validate_params({"shape": Sequence_(Int(0, 2**32 - 1), min_len=0), "bits": Int(1, 8),
+                  "header": Instance(bool)})
 def payload_nbytes(shape: tuple[int, ...], bits: int, *, header: bool = True) -> int:
     """Exact size of the payload of a tensor of ``shape`` at ``bits`` bits.
 
@@ -90,6 +104,7 @@ def payload_nbytes(shape: tuple[int, ...], bits: int, *, header: bool = True) ->
     return data + (header_nbytes(tuple(shape)) if header else 0)
 
 
+@validate_params({"codes": Tensor(dtype=torch.uint8, nonempty=False), "bits": Int(1, 8)})
 def pack_bits(codes: torch.Tensor, bits: int) -> bytes:
     """Pack integer codes in ``[0, 2**bits)`` into bytes, ``bits`` bits each, MSB first.
 
@@ -116,6 +131,8 @@ def pack_bits(codes: torch.Tensor, bits: int) -> bytes:
     return (stream.reshape(-1, 8) * weights).sum(1).to(torch.uint8).numpy().tobytes()
 
 
+@validate_params({"data": Instance(bytes, bytearray, memoryview), "n": Int(0, 2**35),
+                  "bits": Int(1, 8)})
 def unpack_bits(data: bytes, n: int, bits: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: ``n`` codes of ``bits`` bits as a uint8 tensor."""
     where = "slimsplit.unpack_bits"
@@ -188,6 +205,8 @@ class Payload:
         return head + dims + tail + bytes(self.data)
 
     @classmethod
+    @validate_params({"blob": Instance(bytes, bytearray, memoryview)},
+                     where="slimsplit.Payload.from_bytes")
     def from_bytes(cls, blob: bytes) -> Payload:
         """Parse :meth:`to_bytes` output; a bad magic, version, mode or length raises."""
         where = "slimsplit.Payload.from_bytes"
@@ -253,6 +272,7 @@ def _quant_params(z: torch.Tensor, bits: int, mode: str, dims: tuple[int, ...]):
     return q, safe, zp, offset
 
 
+@validate_params({"bits": Int(1, 8), "mode": Options(*MODES), "per_sample": Instance(bool)})
 class BottleneckQuantizer(nn.Module):
     """Min-max uniform quantizer of the transmitted tensor (1..8 bits, straight-through).
 
@@ -328,6 +348,8 @@ class BottleneckQuantizer(nn.Module):
             z_hat = scale * (q - zp) + offset
         return _StraightThrough.apply(z, z_hat)
 
+    @validate_params({"z": Tensor(dtype="floating"), "bits": Optional_(Int(1, 8))},
+                     where="slimsplit.BottleneckQuantizer.encode")
     def encode(self, z: torch.Tensor, bits: int | None = None) -> Payload:
         """Quantize the whole tensor ``z`` with one range and pack the codes into a payload.
 
@@ -342,6 +364,7 @@ class BottleneckQuantizer(nn.Module):
                        float(scale.reshape(())), int(zp.reshape(())), float(offset.reshape(())),
                        self.mode)
 
+    @validate_params({"payload": Instance(Payload)}, where="slimsplit.BottleneckQuantizer.decode")
     def decode(self, payload: Payload, *, device: str | torch.device | None = None
                ) -> torch.Tensor:
         """Unpack and dequantize a payload into a float32 tensor (on ``device``, default cpu)."""

@@ -15,7 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Real,
+    Sequence_,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
+
+_WIDTHS = Sequence_(Real(0.0, 1.0, closed="right"))
+_CHANNELS = Sequence_(Int(1, 1 << 20))
 
 __all__ = ["SlimmableConv2d", "SlimmableLinear", "SwitchableBatchNorm2d", "set_width"]
 
@@ -52,6 +64,8 @@ class _Slimmable:
         self.width_mult = width_mult
 
 
+@validate_params({"in_channels_list": _CHANNELS, "out_channels_list": _CHANNELS,
+                  "width_mult_list": _WIDTHS, "bias": Instance(bool)})
 class SlimmableConv2d(nn.Conv2d, _Slimmable):
     """A 2-d convolution whose active channels follow the width multiplier.
 
@@ -111,6 +125,8 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
                 f"width_mult_list={list(self.width_mult_list)}")
 
 
+@validate_params({"in_features_list": _CHANNELS, "out_features_list": _CHANNELS,
+                  "width_mult_list": _WIDTHS, "bias": Instance(bool)})
 class SlimmableLinear(nn.Linear, _Slimmable):
     """A linear layer using ``W[:out(w), :in(w)]`` at width ``w`` (Yu et al. 2019, Sec. 3.1).
 
@@ -151,6 +167,9 @@ class SlimmableLinear(nn.Linear, _Slimmable):
                 f"width_mult_list={list(self.width_mult_list)}")
 
 
+@validate_params({"num_features_list": _CHANNELS, "width_mult_list": _WIDTHS,
+                  "eps": Real(0.0, 1.0, closed="right"), "momentum": Real(0.0, 1.0),
+                  "affine": Instance(bool)})
 class SwitchableBatchNorm2d(nn.Module, _Slimmable):
     """Private batch normalisation per width (Yu et al. 2019, Sec. 3.2, Eq. 1 per width).
 
@@ -195,6 +214,8 @@ class SwitchableBatchNorm2d(nn.Module, _Slimmable):
         return f"{list(self.num_features_list)}, width_mult_list={list(self.width_mult_list)}"
 
 
+@validate_params({"model": Instance(nn.Module),
+                  "width_mult": Real(0.0, 1.0, closed="right")})
 def set_width(model: nn.Module, width_mult: float) -> None:
     """Switch every slimmable layer of ``model`` to width ``width_mult``.
 

@@ -20,7 +20,21 @@ from torch import nn
 
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
+    check_int,
+    check_interval,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.slimsplit.ensemble import SlimmableEnsembleEncoder, _ModeState
 from dnnkit.slimsplit.quantize import MODES, BottleneckQuantizer, Payload, payload_nbytes
 
@@ -29,6 +43,11 @@ __all__ = ["SplitModel", "ModeStats", "train_split", "profile_modes"]
 log = logging.getLogger("dnnkit")
 
 
+_MODES = Optional_(Sequence_(Sequence_(Int(1, 64), min_len=2, max_len=2)))
+
+
+@validate_params({"encoder": Instance(SlimmableEnsembleEncoder), "decoder": Instance(nn.Module),
+                  "bits_options": Sequence_(Int(1, 8)), "quant_mode": Options(*MODES)})
 class SplitModel(nn.Module):
     """Device-side ensemble encoder + bottleneck quantizer + server-side decoder.
 
@@ -113,12 +132,14 @@ class SplitModel(nn.Module):
         k, bits = self._check_mode(k, bits, "slimsplit.SplitModel.forward")
         return self.decoder(self.quantizer(self.encoder(x, k), bits))
 
+    @validate_params({"x": Tensor(dtype="floating")}, where="slimsplit.SplitModel.device_side")
     def device_side(self, x: torch.Tensor) -> Payload:
         """Run the active members on ``x`` (eval mode, no gradient) and pack the payload."""
         with torch.no_grad(), eval_mode(self.encoder):
             z = self.encoder(x, self.k)
             return self.quantizer.encode(z, self.bits)
 
+    @validate_params({"payload": Instance(Payload)}, where="slimsplit.SplitModel.server_side")
     def server_side(self, payload: Payload) -> torch.Tensor:
         """Decode a payload and run the decoder (eval mode, no gradient).
 
@@ -142,6 +163,10 @@ class SplitModel(nn.Module):
             return self.decoder(self.quantizer.decode(payload, device=dev))
 
 
+@validate_params({"model": Instance(SplitModel), "x": Tensor(dtype="floating"),
+                  "y": Tensor(ndim=1, dtype="integer"), "epochs": Int(0, 100_000),
+                  "batch_size": Int(1, 1 << 20), "lr": Real(0.0, 10.0, closed="right"),
+                  "sandwich": Instance(bool), "modes": _MODES, "seed": Seed()})
 def train_split(model: SplitModel, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 40,
                 batch_size: int = 64, lr: float = 3e-3, sandwich: bool = True,
                 modes: Sequence[tuple[int, int]] | None = None,
@@ -238,6 +263,9 @@ class ModeStats:
     encoder_ms: float
 
 
+@validate_params({"model": Instance(SplitModel), "x": Tensor(dtype="floating"),
+                  "y": Tensor(ndim=1, dtype="integer"), "modes": _MODES,
+                  "repeats": Int(1, 100_000), "batch_size": Int(1, 1 << 20)})
 def profile_modes(model: SplitModel, x: torch.Tensor, y: torch.Tensor, *,
                   modes: Sequence[tuple[int, int]] | None = None, repeats: int = 20,
                   batch_size: int = 512) -> dict[tuple[int, int], ModeStats]:
