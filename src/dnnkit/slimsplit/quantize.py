@@ -122,17 +122,14 @@ def pack_bits(codes: torch.Tensor, bits: int) -> bytes:
                                      int(flat.max())))
     if bits == 8:
         return flat.to(torch.uint8).numpy().tobytes()
-    shifts = torch.arange(bits - 1, -1, -1, dtype=torch.int64)
-    stream = ((flat[:, None] >> shifts) & 1).reshape(-1)
-    pad = (-stream.numel()) % 8
-    if pad:
-        stream = torch.cat([stream, stream.new_zeros(pad)])
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.int64)
-    return (stream.reshape(-1, 8) * weights).sum(1).to(torch.uint8).numpy().tobytes()
+    # 8 codes of b bits are exactly b bytes: build one big-endian 8b-bit word per group
+    n = flat.numel()
+    groups = torch.nn.functional.pad(flat, (0, (-n) % 8)).reshape(-1, 8)
+    word = (groups << (bits * torch.arange(7, -1, -1, dtype=torch.int64))).sum(1)
+    out = (word[:, None] >> (8 * torch.arange(bits - 1, -1, -1, dtype=torch.int64))) & 0xFF
+    return out.reshape(-1)[: (n * bits + 7) // 8].to(torch.uint8).numpy().tobytes()
 
 
-@validate_params({"data": Instance(bytes, bytearray, memoryview), "n": Int(0, 2**35),
-                  "bits": Int(1, 8)})
 def unpack_bits(data: bytes, n: int, bits: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: ``n`` codes of ``bits`` bits as a uint8 tensor."""
     where = "slimsplit.unpack_bits"
@@ -148,10 +145,11 @@ def unpack_bits(data: bytes, n: int, bits: int) -> torch.Tensor:
         torch.zeros(0, dtype=torch.int64)
     if bits == 8:
         return raw.to(torch.uint8)
-    stream = ((raw[:, None] >> torch.arange(7, -1, -1, dtype=torch.int64)) & 1).reshape(-1)
-    stream = stream[: n * bits].reshape(n, bits)
-    weights = 1 << torch.arange(bits - 1, -1, -1, dtype=torch.int64)
-    return (stream * weights).sum(1).to(torch.uint8)
+    groups = torch.nn.functional.pad(raw, (0, (-need) % bits)).reshape(-1, bits)
+    word = (groups << (8 * torch.arange(bits - 1, -1, -1, dtype=torch.int64))).sum(1)
+    codes = (word[:, None] >> (bits * torch.arange(7, -1, -1, dtype=torch.int64))) & (
+        (1 << bits) - 1)
+    return codes.reshape(-1)[:n].to(torch.uint8)
 
 
 @dataclass(frozen=True)
