@@ -21,6 +21,8 @@ from dnnkit.slimsplit import (
     pack_bits,
     payload_nbytes,
     profile_modes,
+    read_bandwidth_trace,
+    read_mode_table,
     set_width,
     simulate_stream,
     train_split,
@@ -29,7 +31,15 @@ from dnnkit.slimsplit import (
 from dnnkit.slimsplit.models import digits_decoder, digits_member, digits_split_model
 
 
-def examples() -> list[Example]:
+def examples(tmp: str | None = None) -> list[Example]:
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tmp or tempfile.mkdtemp(prefix="slimsplit-conf-"))
+    modes_csv = folder / "modes.csv"
+    modes_csv.write_text("k,bits,accuracy,payload_bytes,encoder_ms\n1,1,0.5,10,1.0\n")
+    bw_csv = folder / "bw.csv"
+    bw_csv.write_text("bytes_per_s\n1000\n")
     model = digits_split_model(seed=0)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 3])
@@ -74,6 +84,8 @@ def examples() -> list[Example]:
                 kwargs={"high_Bps": 1e3, "low_Bps": 1e2, "period": 5, "noise": 0.1, "seed": 0}),
         Example(simulate_stream, args=(ctrl, [1e3, 5e2], 50.0),
                 kwargs={"estimator": BandwidthEstimator(), "frame": None}),
+        Example(read_mode_table, args=(modes_csv,)),
+        Example(read_bandwidth_trace, args=(bw_csv,)),
         # hand-written bad cases (cross-parameter rules and values the declarations cannot see)
         Example(model.set_mode, args=(5, 1), raises=ValueError, param="k"),
         Example(model.set_mode, args=(1, 6), raises=ValueError, param="bits"),

@@ -21,6 +21,8 @@ What it gives:
   (accuracy, bytes, latency per mode -> :class:`ModeStats`).
 - :class:`BandwidthEstimator` (EMA) and :class:`ModeController` (best accuracy within the
   safety-scaled deadline), :func:`bandwidth_trace` and :func:`simulate_stream` (closed loop).
+- :func:`read_mode_table` / :func:`read_bandwidth_trace` (CSV) and :func:`paper_mode_table`
+  (the authors' 16 measured modes) to drive the controller with measured numbers.
 - Slimmable building blocks: :class:`SlimmableConv2d`, :class:`SlimmableLinear`,
   :class:`SwitchableBatchNorm2d`, :func:`set_width`.
 
@@ -51,6 +53,7 @@ from dnnkit.slimsplit.control import (
     simulate_stream,
 )
 from dnnkit.slimsplit.ensemble import SlimmableEnsembleEncoder
+from dnnkit.slimsplit.io import paper_mode_table, read_bandwidth_trace, read_mode_table
 from dnnkit.slimsplit.quantize import (
     BottleneckQuantizer,
     Payload,
@@ -87,4 +90,7 @@ __all__ = [
     "pack_bits",
     "unpack_bits",
     "payload_nbytes",
+    "read_mode_table",
+    "read_bandwidth_trace",
+    "paper_mode_table",
 ]

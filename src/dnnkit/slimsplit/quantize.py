@@ -130,6 +130,8 @@ def pack_bits(codes: torch.Tensor, bits: int) -> bytes:
     return out.reshape(-1)[: (n * bits + 7) // 8].to(torch.uint8).numpy().tobytes()
 
 
+@validate_params({"data": Instance(bytes, bytearray, memoryview), "n": Int(0, 2**35),
+                  "bits": Int(1, 8)})
 def unpack_bits(data: bytes, n: int, bits: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: ``n`` codes of ``bits`` bits as a uint8 tensor."""
     where = "slimsplit.unpack_bits"
