@@ -66,7 +66,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(epochs=6, profile_repeats=10, switch_repeats=500, load_repeats=1, frames=200,
+        return cls(epochs=4, profile_repeats=10, switch_repeats=500, load_repeats=1, frames=200,
                    period=25)
 
 
