@@ -28,6 +28,46 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _check_seed(seed: int) -> None:
+    """The seed is used whole (torch and numpy take up to 2**63 - 1): refuse, never truncate."""
+    if not 0 <= seed <= 2**63 - 1:
+        _fail(f"--seed must be an int in [0, 2**63 - 1]. Got {seed} instead.")
+
+
+def _check_writable_dir(path: Path, option: str) -> None:
+    """Refuse an output folder that cannot be written, before any computation."""
+    import os
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        _fail(f"{option} {str(path)!r} is a file, not a folder.")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        _fail(f"{option} {str(path)!r} is not writable (checked {str(probe)!r}).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".dnnkit-write-check-"):
+            pass
+    except OSError as exc:
+        _fail(f"{option} {str(path)!r} is not writable: {exc.strerror or exc}.")
+
+
+def _check_writable_file(path: Path, option: str) -> None:
+    """Refuse an output file whose folder is missing or read-only, before any computation."""
+    import os
+
+    if path.is_dir():
+        _fail(f"{option} {str(path)!r} is a folder, not a file.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        _fail(f"{option} {str(path)!r}: the folder {str(parent)!r} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists()
+                                                    and not os.access(path, os.W_OK)):
+        _fail(f"{option} {str(path)!r} is not writable.")
+
+
 def _get(name: str) -> registry.Experiment:
     try:
         return registry.get(name)
@@ -78,6 +118,16 @@ def reproduce(
         _get(n)
     if set_ and len(chosen) > 1:
         _fail("--set applies to one experiment at a time.")
+    _check_seed(seed)
+    if set_:
+        from dnnkit.core.config import apply_overrides
+
+        e = _get(chosen[0])
+        try:  # the Config dataclasses declare their fields' constraints: check before work
+            apply_overrides(e.default_config(quick), set_)
+        except (KeyError, ValueError, TypeError) as exc:
+            _fail(f"{chosen[0]}: {exc.args[0] if exc.args else exc}")
+    _check_writable_dir(out, "--out")
     failed = []
     for n in chosen:
         console.print(f"[bold]reproducing {n}[/] ({'quick' if quick else 'default'} config)")
@@ -113,6 +163,8 @@ def bench(
     except KeyError as exc:
         _fail(str(exc.args[0]))
         raise
+    if json_out is not None:
+        _check_writable_file(json_out, "--json")
     rows = b.run(quick=quick)
     t = RichTable("work", "dnnkit (s)", "anchor", "anchor (s)", "anchor/dnnkit", "note")
     for r in rows:

@@ -137,9 +137,9 @@ def test_joint_mismatched_models_and_counts():
         extract_shared_interactions([_vals(3, 8), _vals(2, 8)])
     with pytest.raises(ValueError, match="same samples"):
         extract_shared_interactions([_vals(8), _vals(16)])
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="at least 1|length >= 1"):
         extract_shared_interactions([])
-    with pytest.raises(TypeError, match="list of tensors"):
+    with pytest.raises(TypeError, match="list of tensors|list or tuple"):
         extract_shared_interactions(_vals(2, 8))
     with pytest.raises(ValueError, match="tau_ratio"):
         extract_interactions(_vals(8), tau_ratio=2.0)

@@ -21,11 +21,21 @@ import torch
 import torch.nn.functional as F
 
 from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["KernelSpec", "check_memory", "ntk_kernel"]
@@ -39,6 +49,9 @@ _BLOCK_BYTES = 64 * 2**20
 _CLIP = 1e-12
 
 
+@validate_params({"arch": Options("mlp", "conv"), "depth": Int(1, 1_000),
+                  "w_std": Real(0.0, 1e6, closed="right"), "b_std": Real(0.0, 1e6),
+                  "activation": Options("relu", "erf")})
 @dataclass(frozen=True)
 class KernelSpec:
     """An infinite-width architecture, as in the official Adv-NTK code.
@@ -273,6 +286,9 @@ def _prepare(x: torch.Tensor, name: str, spec: KernelSpec) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+@validate_params({"x1": Tensor(ndim=(2, 3, 4, 5)), "x2": Optional_(Tensor(ndim=(2, 3, 4, 5))),
+                  "spec": Optional_(Instance(KernelSpec)),
+                  "get": AnyOf(Str(), Sequence_(Str())), "batch_size": Int(1, 10_000_000)})
 def ntk_kernel(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,

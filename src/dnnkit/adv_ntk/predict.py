@@ -34,11 +34,19 @@ import torch
 
 from dnnkit.adv_ntk.kernels import KernelSpec, check_memory, ntk_kernel
 from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["AdvNTK", "one_hot", "phi_times", "signed_abs"]
@@ -137,6 +145,11 @@ class _EighWeights(torch.autograd.Function):
         return grad_d, None, None, None
 
 
+@validate_params({"x_train": Tensor(ndim=(2, 3, 4, 5)), "y_train": Tensor(),
+                  "spec": Optional_(Instance(KernelSpec)), "varpi": AnyOf(Real(allow_inf=True), Tensor(finite=False)),
+                  "per_class": Instance(bool), "num_classes": Optional_(Int(2, 1_000_000)),
+                  "diag_reg": Real(0.0, 1e12), "dtype": Instance(torch.dtype),
+                  "trainable": Instance(bool), "method": Options("auto", "eigh", "expm")})
 class AdvNTK(torch.nn.Module):
     """Kernel predictor ``f(x) = Θ(x, X) Θ⁻¹ (I - exp(-Θ diag|ϖ|)) Y`` of an infinite-width net.
 
@@ -319,8 +332,14 @@ class AdvNTK(torch.nn.Module):
             self._cache = (v.detach().clone(), p)
         return p
 
+    @validate_params({"x": Tensor(ndim=(2, 3, 4, 5))})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, c)`` outputs for ``(N, ...)`` inputs; differentiable in ``x`` (for attacks)."""
         x = check_tensor(x, "x", where="AdvNTK.forward")
+        if tuple(x.shape[1:]) != tuple(self.x_train.shape[1:]):
+            raise ValueError(param_error("x", "adv_ntk.AdvNTK.forward",
+                                         "inputs with the same feature shape as the training "
+                                         f"data {tuple(self.x_train.shape[1:])}",
+                                         f"shape {tuple(x.shape)}"))
         k = ntk_kernel(x.to(dtype=self.x_train.dtype), self.x_train, self.spec)
         return k @ self.weights()

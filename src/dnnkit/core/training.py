@@ -19,7 +19,13 @@ from torch import nn
 from dnnkit.core.checkpoint import load_training_state, save_training_state
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.progress import track
-from dnnkit.core.validation import check_choice, check_int, check_positive, check_tensor
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_tensor,
+    param_error,
+)
 
 __all__ = ["fit", "evaluate", "accuracy", "predict", "FitHistory", "make_optimizer"]
 
@@ -93,6 +99,11 @@ def fit(
         On mismatched sizes, non-finite inputs, or a non-finite loss (the message names the epoch
         and step; the last checkpoint is left intact).
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(param_error("model", "fit", "a torch.nn.Module", type(model).__name__))
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(param_error("model", "fit", "a model with parameters to train "
+                                     "(model has no parameters)", type(model).__name__))
     check_tensor(x, "x", where="fit")
     check_tensor(y, "y", where="fit")
     if x.shape[0] != y.shape[0]:

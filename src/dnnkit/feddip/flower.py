@@ -38,7 +38,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_positive, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Optional_,
+    PathArg,
+    Real,
+    Sequence_,
+    Str,
+    check_positive,
+    param_error,
+    validate_params,
+)
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.local import dpf_local_train
 from dnnkit.feddip.masks import erk_mask
@@ -64,6 +76,11 @@ def _mask_to_record(mask: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: m.detach().cpu().to(torch.uint8) for k, m in mask.items()})
 
 
+@validate_params({"model": Instance(nn.Module), "config": Instance(FedDIPConfig),
+                  "checkpoint": Optional_(PathArg()),
+                  "node_wait_timeout": Real(0.0, 1e7, closed="right"),
+                  "fraction_evaluate": Real(0.0, 1.0),
+                  "prunable": Optional_(Sequence_(Str(), min_len=0))})
 class FedDIPStrategy(FedAvg):
     """Flower strategy running FedDIP (a ``flwr.serverapp.strategy.FedAvg`` subclass).
 
@@ -304,6 +321,9 @@ class shuffled_batches:
             yield tuple(t[idx] for t in self.data.tensors)
 
 
+@validate_params({"model_fn": Callable_(), "load_partition": Callable_(),
+                  "load_test": Optional_(Callable_()),
+                  "device": AnyOf(Str(), Instance(torch.device))})
 def make_client_app(model_fn: Callable[[], nn.Module],
                     load_partition: Callable[[int, int], Any], *,
                     load_test: Callable[[int, int], Any] | None = None,

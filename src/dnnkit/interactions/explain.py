@@ -7,13 +7,35 @@ from typing import Literal
 
 import torch
 
-from dnnkit.core.validation import param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.interactions.extraction import InteractionResult, extract_shared_interactions
 from dnnkit.interactions.masking import masked_outputs
 
 __all__ = ["explain_models"]
 
 
+_BOUND = Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None))))
+
+
+@validate_params({"models": Sequence_(Callable_()), "x": Tensor(dtype="floating"),
+                  "players": Instance(list, tuple, torch.Tensor), "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)),
+                  "output": Str(), "alpha": Real(0.0, 1.0),
+                  "tau_ratio": Real(0.0, 1.0), "specific_bound": _BOUND,
+                  "solver": Options("adam", "lp"), "steps": Int(1, 10_000_000),
+                  "lr": Real(0.0, 100.0, closed="right"), "batch_size": Int(1, 1 << 24)})
 def explain_models(
     models: Sequence[Callable[[torch.Tensor], torch.Tensor]],
     x: torch.Tensor,

@@ -18,11 +18,19 @@ from typing import Literal
 import torch
 
 from dnnkit.core.validation import (
+    AnyOf,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_positive,
     param_error,
+    validate_params,
 )
 from dnnkit.interactions.subsets import index_to_subset
 from dnnkit.interactions.transforms import (
@@ -386,6 +394,11 @@ def _lp_shared(vs, taus, bounds_, alpha: float, n: int):
 
 
 # --- public extraction ------------------------------------------------------------------------
+_EXTRACT = {"tau_ratio": Real(0.0, 1.0), "solver": Options("adam", "lp"),
+            "steps": Int(1, 10_000_000), "lr": Real(0.0, 100.0, closed="right")}
+
+
+@validate_params({"values": Tensor(), **_EXTRACT})
 def extract_interactions(
     values: torch.Tensor,
     *,
@@ -481,6 +494,9 @@ def extract_interactions(
                              (tau_ratio * gain).reshape(batch), obj.reshape(batch))
 
 
+@validate_params({"values": Sequence_(Tensor()), "alpha": Real(0.0, 1.0),
+                  "specific_bound": Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None)))),
+                  **_EXTRACT})
 def extract_shared_interactions(
     values: Sequence[torch.Tensor],
     *,

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from dnnkit.core.validation import check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Optional_,
+    Real,
+    Tensor,
+    check_interval,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.interactions.subsets import n_from_length
 
 __all__ = [
@@ -94,6 +104,7 @@ def _check_values(values: object, name: str, where: str) -> torch.Tensor:
     return values
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     r"""Harsanyi dividends (AND interactions) of a set function, batched over leading dims.
 
@@ -132,6 +143,7 @@ def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     return moebius(values)
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_or(values: torch.Tensor) -> torch.Tensor:
     r"""OR interactions of a set function (a pattern counts when ANY of its players is present).
 
@@ -182,6 +194,10 @@ def _split(values: torch.Tensor, gamma: torch.Tensor | None, eps: torch.Tensor |
     return half + gamma, half - gamma
 
 
+@validate_params({"values": Tensor(nonempty=False),
+                  "gamma": Optional_(AnyOf(Real(), Tensor(nonempty=False))),
+                  "eps": Optional_(AnyOf(Real(), Tensor(nonempty=False))),
+                  "merge": Instance(bool)})
 def and_or_interactions(
     values: torch.Tensor,
     gamma: torch.Tensor | None = None,
@@ -244,6 +260,7 @@ def and_or_interactions(
     return merge_singletons(i_and, i_or) if merge else (i_and, i_or)
 
 
+@validate_params({"i_and": Tensor(nonempty=False), "i_or": Optional_(Tensor(nonempty=False))})
 def reconstruct(i_and: torch.Tensor, i_or: torch.Tensor | None = None) -> torch.Tensor:
     r"""Rebuild ``v(x_T) + eps_T`` for every ``T`` from AND and OR interactions.
 

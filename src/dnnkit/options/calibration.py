@@ -20,7 +20,24 @@ import torch
 from torch import nn
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_memory,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.options.data import Box, Quotes
 from dnnkit.options.fused import fused_value_and_jacobian
 from dnnkit.options.processes import check_contracts
@@ -77,6 +94,11 @@ def surrogate_price_fn(net) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
     return f
 
 
+@validate_params({"price_fn": Callable_(), "quotes": Instance(Quotes),
+                  "box": Optional_(Instance(Box)),
+                  "method": Options("lm", "lbfgs", "adam", "nelder-mead"),
+                  "n_starts": Int(1, 100_000), "max_iter": Int(1, 10_000_000),
+                  "tol": Real(0.0, 1.0), "seed": Seed()})
 def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str = "lm",
               n_starts: int = 8, max_iter: int = 200, tol: float = 1e-10, seed=0,
               reference=None) -> CalibrationResult:
@@ -347,6 +369,11 @@ def _nelder_mead(resid, z, max_iter, tol):
     return torch.stack(out), torch.tensor(conv)
 
 
+_PRICER = AnyOf(Str(), Callable_())
+
+
+@validate_params({"grid_contracts": Tensor(ndim=2), "param_box": Instance(Box),
+                  "depth": Int(1, 1_000), "width": Int(1, 1_000_000)})
 class InverseCalibrator(nn.Module):
     """Inverse map from prices on a fixed contract grid to model parameters (spec 2.5, route B).
 
@@ -369,6 +396,8 @@ class InverseCalibrator(nn.Module):
             raise TypeError(param_error("param_box", "InverseCalibrator", "a Box", param_box))
         check_int(depth, "depth", 1, where="InverseCalibrator")
         check_int(width, "width", 1, where="InverseCalibrator")
+        check_memory(8.0 * depth * (width + 1) * (width + c.shape[0]), "width",
+                     "options.InverseCalibrator")
         self.param_box = param_box
         self.register_buffer("grid", c)
         layers: list[nn.Module] = []
@@ -381,6 +410,7 @@ class InverseCalibrator(nn.Module):
         self.register_buffer("x_mean", torch.zeros(c.shape[0], dtype=torch.float64))
         self.register_buffer("x_std", torch.ones(c.shape[0], dtype=torch.float64))
 
+    @validate_params({"pricer": _PRICER, "params": Tensor(ndim=2)})
     def surfaces(self, pricer, params: torch.Tensor) -> torch.Tensor:
         """Price the grid for each row of ``params (b, p)`` -> ``(b, g)`` with ``pricer``
         (a model name for :func:`price_european`, or ``f(params (n, p), contracts (n, 4))``)."""
@@ -393,6 +423,10 @@ class InverseCalibrator(nn.Module):
             out = price_european(pricer, P, C) if isinstance(pricer, str) else pricer(P, C)
         return out.reshape(b, g).to(torch.float64)
 
+    @validate_params({"pricer": _PRICER, "n_surfaces": Int(2, 100_000_000),
+                      "epochs": Int(1, 10_000_000), "time_budget_s": Real(0.0, 1e7, closed="right"),
+                      "lr": Real(0.0, 10.0, closed="right"), "batch_size": Int(1, 100_000_000),
+                      "seed": Seed()})
     def fit(self, pricer, n_surfaces: int, *, epochs: int = 2000, time_budget_s: float = 30.0,
             lr: float = 2e-3, batch_size: int = 256, seed=0, surfaces=None) -> dict:
         """Draw ``n_surfaces`` parameter sets from the box, price the grid, and train the map
@@ -436,12 +470,18 @@ class InverseCalibrator(nn.Module):
         hist["n_surfaces"] = int(n)
         return hist
 
+    @validate_params({"prices": Tensor(ndim=2)})
     def forward(self, prices: torch.Tensor) -> torch.Tensor:
+        if prices.shape[1] != self.grid.shape[0]:
+            raise ValueError(param_error("prices", "options.InverseCalibrator.forward",
+                                         f"{self.grid.shape[0]} prices per surface (the grid)",
+                                         f"shape {tuple(prices.shape)}"))
         xn = ((prices.to(self.x_mean) - self.x_mean) / self.x_std).to(self.net[0].weight.dtype)
         u = self.net(xn).to(torch.float64)
         lo, hi = self.param_box.low.to(u), self.param_box.high.to(u)
         return lo + (hi - lo) * (u + 1) / 2
 
+    @validate_params({"quotes": Instance(Quotes)})
     def calibrate(self, quotes: Quotes, reference=None) -> CalibrationResult:
         """One forward pass on quotes laid out on this calibrator's grid; with ``reference``
         (model name or row-wise pricer) the result carries the repricing RMSE."""
@@ -460,6 +500,7 @@ class InverseCalibrator(nn.Module):
         return CalibrationResult(theta, self.param_box.names, float("nan") if ref is None else ref,
                                  1, wall, True, reference_rmse=ref)
 
+    @validate_params({"prices": Tensor(ndim=(1, 2))})
     def predict(self, prices) -> torch.Tensor:
         """Parameters ``(b, p)`` for price surfaces ``(b, g)`` (or one surface ``(g,)``)."""
         x = check_tensor(prices, "prices", ndim=(1, 2), where="InverseCalibrator.predict")

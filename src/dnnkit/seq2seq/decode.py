@@ -17,7 +17,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 from dnnkit.seq2seq.data import check_id_sequences, pad_sequences
 from dnnkit.seq2seq.model import check_padded
 
@@ -107,6 +118,12 @@ def _validate_source(ms: list[StepDecoder], src: torch.Tensor, src_len: torch.Te
 
 
 @torch.no_grad()
+@validate_params({"src": Tensor(ndim=2, dtype="integer"),
+                  "src_len": Tensor(ndim=1, dtype="integer"),
+                  "beam_size": Int(1, 10_000), "max_len": Optional_(Int(1, 100_000)),
+                  "length_penalty": Real(0.0, 100.0),
+                  "ensemble": Options("mean_prob", "mean_logprob"),
+                  "return_n_best": Int(1, 10_000)})
 def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
                 src_len: torch.Tensor, *, beam_size: int = 12, max_len: int | None = None,
                 length_penalty: float = 0.0,
@@ -163,6 +180,10 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     check_choice(ensemble, "ensemble", ("mean_prob", "mean_logprob"), where=where)
     if max_len is not None:
         check_int(max_len, "max_len", 1, where=where)
+    if return_n_best > beam_size:
+        raise ValueError(param_error("return_n_best", where,
+                                     f"<= beam_size ({beam_size}): the search keeps only "
+                                     "beam_size hypotheses", return_n_best))
     src, src_len = _validate_source(ms, src, src_len, where)
     V = int(ms[0].tgt_vocab)
     K = beam_size
