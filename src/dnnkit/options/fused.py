@@ -79,9 +79,9 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
     m, tau, r, q = contracts.to(torch.float64).unbind(-1)
     n = m.shape[0]
     if name == "none":
-        def none(theta):
-            z = torch.zeros(n, dtype=theta.dtype, device=theta.device)
-            return z, torch.zeros(n, p, dtype=theta.dtype, device=theta.device)
+        def none(theta, rows):
+            z = torch.zeros(rows, dtype=theta.dtype, device=theta.device)
+            return z, torch.zeros(rows, p, dtype=theta.dtype, device=theta.device)
         return none
     idx = {nm: j for j, nm in enumerate(names)}
     sqt = torch.sqrt(tau)
@@ -89,11 +89,13 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
     fwd = torch.exp(-q * tau) / m
     disc = torch.exp(-r * tau)
     vega_c = fwd * sqt / _SQRT_2PI
+    consts = (tau, sqt, drift, fwd, disc, vega_c)
     keys = ("v0", "kappa", "theta") if name == "heston_bs" else ("sigma", "nu", "theta")
     cols = [idx[k] for k in keys]
 
-    def f(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def f(theta: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b, c = (theta[:, j].to(torch.float64) for j in cols)
+        tau, sqt, drift, fwd, disc, vega_c = (t[:rows] for t in consts)
         if name == "heston_bs":               # a = v0, b = kappa, c = theta (mean variance)
             x = b * tau
             em = torch.expm1(-x)
@@ -110,7 +112,7 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
         price = fwd * _ndtr(d1) - disc * _ndtr(d1 - sq)
         dp = torch.where(clamped, torch.zeros_like(var), vega_c * torch.exp(-0.5 * d1 * d1)
                          / (2 * sig))
-        grad = torch.zeros(n, p, dtype=torch.float64, device=theta.device)
+        grad = torch.zeros(rows, p, dtype=torch.float64, device=theta.device)
         for j, d in zip(cols, dvar):
             if j < p:
                 grad[:, j] = dp * d
@@ -126,13 +128,14 @@ def _ndtr(x: torch.Tensor) -> torch.Tensor:
 def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
                              ) -> Callable[[torch.Tensor, bool],
                                            tuple[torch.Tensor, torch.Tensor | None]] | None:
-    """For fixed ``contracts (N, 4)``: ``f(theta (N, p), need_jac) -> (price (N,),
+    """For fixed ``contracts (N, 4)``: ``f(theta (M, p), need_jac) -> (price (M,),
     d price / d theta (N, p))`` of a built-in :class:`SurrogatePricer` (``nn.Sequential`` of
     ``Linear`` and a supported activation); ``None`` for anything else (use autograd then).
 
     The contracts' share of the first layer and of the baseline is computed once, so each call
     costs one pass through the hidden layers with a ``p``-column tangent. The MLP runs in its
-    weights' dtype; the result is in ``theta``'s dtype.
+    weights' dtype; the result is in ``theta``'s dtype. ``theta`` may have ``M <= N`` rows: it
+    is then priced against the first ``M`` contracts.
     """
     body = getattr(net, "net", None)
     if not isinstance(body, nn.Sequential) or net.config.get("custom"):
@@ -177,8 +180,10 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
 
     def f(theta: torch.Tensor, need_jac: bool = True
           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # ``theta`` may cover only the first rows of ``contracts`` (a shrinking batch of starts)
+        rows = theta.shape[0]
         with torch.no_grad():
-            h = torch.addmm(h0_const, theta.to(dt), w0p.T)
+            h = torch.addmm(h0_const[:rows], theta.to(dt), w0p.T)
             # reverse mode by hand: keep each layer's activation slope (N, width), then pull the
             # scalar output's gradient back through the layers (cheaper than p forward tangents)
             slopes = []
@@ -196,7 +201,7 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
                 else:
                     a = h
                     slopes.append(None)
-            bp, bg = base(theta)
+            bp, bg = base(theta, rows)
             price = bp + y_shift + y_scale * a[:, 0].to(theta.dtype)
             if not need_jac:
                 return price, None
