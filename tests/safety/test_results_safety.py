@@ -110,12 +110,22 @@ def test_second_writer_into_the_same_out_gets_a_clear_error(tmp_path, tiny):
     from dnnkit.core.runner import ResultsLocked, out_lock, run_experiment
 
     out = tmp_path / "results"
-    with out_lock(out):                  # flock: a second open of the lock file is refused
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from dnnkit.core.runner import out_lock\n"
+         f"with out_lock({str(out)!r}):\n print('locked', flush=True); sys.stdin.readline()"],
+        env={**os.environ, "PYTHONPATH": SRC}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ResultsLocked, match="another dnnkit reproduce .* --out"):
             run_experiment(tiny, out=out)
         r = CliRunner().invoke(app, ["reproduce", tiny, "--out", str(out), "--no-progress"])
         assert r.exit_code == 2 and "another dnnkit reproduce" in r.output
         assert not (out / "tiny").exists()
+    finally:
+        holder.communicate("\n", timeout=60)
+    with out_lock(out):                  # re-entrant within one process
+        run_experiment(tiny, out=out, index=False)
     run_experiment(tiny, out=out)        # free again
     assert (out / "tiny" / "metrics.json").is_file()
 

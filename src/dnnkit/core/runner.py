@@ -34,6 +34,7 @@ log = logging.getLogger("dnnkit")
 
 LOCK_NAME = ".dnnkit.lock"
 _HELD_ENV = "DNNKIT_OUT_LOCK_HELD"   # set by a parent that holds the lock for its workers
+_HELD: set[str] = set()              # folders this process holds the lock of
 
 
 class ResultsLocked(RuntimeError):
@@ -59,7 +60,7 @@ def out_lock(out: str | Path) -> Iterator[None]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     key = str(out.resolve())
-    if os.environ.get(_HELD_ENV) == key:
+    if os.environ.get(_HELD_ENV) == key or key in _HELD:   # re-entrant; inherited by workers
         yield
         return
     try:
@@ -81,7 +82,11 @@ def out_lock(out: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
     finally:
         fh.close()   # releases the lock
 
