@@ -60,7 +60,8 @@ _FLOWER = {"FedDIPStrategy": "dnnkit.feddip.flower", "make_client_app": "dnnkit.
 
 if TYPE_CHECKING:  # pragma: no cover
     from dnnkit.feddip.driver import run_feddip
-    from dnnkit.feddip.flower import FedDIPStrategy, FederationError, make_client_app
+    from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
+    from dnnkit.feddip.flower import FederationError as FederationError
 
 
 def __getattr__(name: str) -> Any:
