@@ -208,3 +208,16 @@ def test_run_context_path_refuses_escaping_names(tmp_path):
     with pytest.raises(ValueError, match="escapes"):
         ctx.path("link/x.png")
 
+
+
+def test_results_have_the_usual_file_modes(tmp_path, tiny):
+    from dnnkit.core.runner import run_experiment
+
+    old = os.umask(0o022)
+    try:
+        run_experiment(tiny, out=tmp_path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "tiny").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "tiny" / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o644

@@ -96,6 +96,9 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
         save_file(clean, tmp, metadata=meta)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)            # mkstemp's 0600 -> the usual file mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -184,6 +184,12 @@ def _clean(o: Any) -> Any:
     return o
 
 
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically: a reader (or a crash) sees the old or the new file,
     never a partial one."""
@@ -195,6 +201,7 @@ def write_text(path: str | Path, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())     # mkstemp's 0600 -> the usual file mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

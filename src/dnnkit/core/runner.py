@@ -25,7 +25,7 @@ import torch
 from dnnkit.core import registry
 from dnnkit.core.config import apply_overrides, config_to_dict
 from dnnkit.core.device import resolve_device
-from dnnkit.core.report import Result, write_index, write_run
+from dnnkit.core.report import Result, _umask, write_index, write_run
 from dnnkit.core.seeding import seed_everything
 
 __all__ = ["run_experiment", "RunOutcome", "out_lock", "ResultsLocked"]
@@ -141,6 +141,7 @@ def run_experiment(
     with out_lock(out):
         _clean_leftovers(out, name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out))
+        os.chmod(tmp, 0o777 & ~_umask())          # mkdtemp's 0700 -> the usual folder mode
         try:
             seed_everything(seed)
             ctx = registry.RunContext(out_dir=tmp, seed=seed, device=dev, progress=progress)
