@@ -60,6 +60,12 @@ def test_jobs_runs_workers_in_parallel_with_pinned_threads(tmp_path, monkeypatch
     for t in [s for s, _ in spans.values()]:
         assert sum(s <= t < e for s, e in spans.values()) <= 2
     assert (out / "index.html").is_file()
+    # the live view (one line per running module) works too
+    from dnnkit.cli import _reproduce_parallel
+
+    failed, errors = _reproduce_parallel(["deep_taylor", "shortcut"], 2, quick=True, seed=0,
+                                         device="cpu", out=out, progress=True)
+    assert failed == ["shortcut"] and errors == []
 
 
 def _run(root: Path, name: str, passed=(True, True), figure=True):

@@ -221,3 +221,13 @@ def test_results_have_the_usual_file_modes(tmp_path, tiny):
     assert (tmp_path / "tiny").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "tiny" / "metrics.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_reproduce_next_to_a_damaged_sibling_succeeds(tmp_path, tiny):
+    from dnnkit.cli import app
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("[]")
+    r = CliRunner().invoke(app, ["reproduce", tiny, "--out", str(tmp_path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "tiny" in (tmp_path / "index.md").read_text()
