@@ -165,3 +165,23 @@ def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path):
     other.write_bytes(b"y")
     save_tensors(p, {"w": torch.zeros(2)})
     assert sorted(q.name for q in tmp_path.iterdir()) == ["ck.safetensors", other.name]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_with_dropout_on_cuda_restores_the_cuda_rng(tmp_path):
+    x, y = _xy(0)
+
+    def run(ck=None, stop=None, scramble=False):
+        torch.manual_seed(0)
+        m = _net().cuda()
+        if scramble:
+            torch.cuda.manual_seed_all(4321)
+        fit(m, x, y, epochs=4, batch_size=16, checkpoint=ck, stop_after=stop)
+        return m
+
+    ref = run()
+    ck = tmp_path / "ck.safetensors"
+    run(ck, stop=2)
+    got = run(ck, scramble=True)
+    for (k, v), w in zip(ref.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(v, w), k
