@@ -142,3 +142,19 @@ def test_index_in_headless_chromium(tmp_path):
     res = json.loads(dom.split("<pre id=\"result\">", 1)[1].split("</pre>", 1)[0])
     assert res["images"] >= 6 and res["decoded"] == res["images"]
     assert res["scroll"] <= res["width"] <= 1280
+
+
+def test_headline_prefers_a_claim_with_the_papers_number(tmp_path):
+    folder = tmp_path / "x"
+    claims = [Claim.at_least("sanity", 1.0, 0.5, paper="(not reported)"),
+              Claim.at_least("top-1", 0.91, 0.5, paper="0.93"),
+              Claim.at_least("speed", 2.0, 1.0, paper="3x")]
+    write_run(folder, name="x", paper="P", claim="C", config={},
+              result=Result(summary="s", claims=claims), seed=0, seconds=1.0)
+    _, page = write_index(tmp_path)
+    assert "top-1: <b>0.91</b>" in page.read_text()
+    m = json.loads((folder / "metrics.json").read_text())
+    m["metrics"] = {"headline": "speed"}
+    (folder / "metrics.json").write_text(json.dumps(m))
+    _, page = write_index(tmp_path)
+    assert "speed: <b>2</b>" in page.read_text()

@@ -116,7 +116,11 @@ class Table:
 
 @dataclass
 class Result:
-    """What an experiment returns. Figures are file names inside the run folder."""
+    """What an experiment returns. Figures are file names inside the run folder.
+
+    The index's summary row shows the first figure as the thumbnail and, as the headline,
+    the claim named by ``metrics["headline"]`` (else the first claim with the paper's number).
+    """
 
     summary: str
     claims: list[Claim]
@@ -335,12 +339,26 @@ def _claims_text(m: dict[str, Any]) -> str:
 
 
 def _headline(m: dict[str, Any]) -> tuple[str, str, str]:
-    """(name, measured, paper) of a run's headline check: its first claim."""
+    """(name, measured, paper) of a run's headline check: the claim named by
+    ``metrics["headline"]`` if any, else the first claim with a number from the paper, else the
+    first claim."""
     claims = m.get("claims") or []
     if not claims:
         return "-", "-", "-"
-    c = claims[0]
+    named = (m.get("metrics") or {}).get("headline") if isinstance(m.get("metrics"), dict) \
+        else None
+
+    def has_paper(c: dict) -> bool:
+        text = str(c.get("paper") or "").strip()
+        return bool(text) and text != "-" and not text.startswith("(not")
+
+    c = next((c for c in claims if c["name"] == named), None) \
+        or next((c for c in claims if has_paper(c)), claims[0])
     return str(c["name"]), fmt(c["measured"]), str(c.get("paper") or "-")
+
+
+def _short(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "\u2026"
 
 
 def _passed_count(m: dict[str, Any]) -> tuple[int, int]:
@@ -371,7 +389,7 @@ _CSS = (
     ".PASS{color:#070;font-weight:bold}.FAIL{color:#b00;font-weight:bold}"
     "img{max-width:100%;height:auto}.thumb img{max-height:72px;max-width:120px}"
     "figure{display:inline-block;max-width:48%;margin:4px;vertical-align:top}"
-    "pre{white-space:pre-wrap}"
+    "pre{white-space:pre-wrap}#summary td{font-size:85%}"
 )
 
 
@@ -411,8 +429,9 @@ def write_index(root: str | Path) -> tuple[Path, Path]:
             thumb = (f"<img src='data:image/png;base64,{base64.b64encode(figs[0][1]).decode()}'"
                      f" alt='{e(figs[0][0])}'>")
         rows.append(
-            f"<tr><td><a href='#{anchor}'>{e(m['experiment'])}</a><br><small>{e(m['paper'])}"
-            f"</small></td><td>{e(m['claim'])}</td>"
+            f"<tr><td><a href='#{anchor}'>{e(m['experiment'])}</a><br>"
+            f"<small title='{e(m['paper'])}'>{e(_short(m['paper']))}</small></td>"
+            f"<td>{e(m['claim'])}</td>"
             f"<td>{e(hname)}: <b>{e(hmeas)}</b><br><small>paper: {e(hpaper)}</small></td>"
             f"<td class='{status}'>{npass}/{ntot}</td><td class='thumb'>{thumb}</td></tr>")
         fig_html = "".join(
