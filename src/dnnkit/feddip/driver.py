@@ -264,7 +264,8 @@ def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
                timeout: float | None = None,
                client_app: Callable[[Message, Context], Message] | None = None,
                log: Callable[[dict[str, Any]], None] | None = None,
-               verbose: bool = False) -> History:
+               verbose: bool = False, min_fit_clients: int = 1,
+               accept_failures: bool = True, round_retries: int = 2) -> History:
     """Run FedDIP in this process: Flower's strategy and ClientApp on an :class:`InProcessGrid`.
 
     Parameters
@@ -288,10 +289,20 @@ def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
         Called with each round's record (after evaluation).
     verbose : bool
         Keep Flower's INFO logging (off by default: it prints several lines per round).
+    min_fit_clients, accept_failures, round_retries
+        Failure semantics (see :class:`~dnnkit.feddip.flower.FedDIPStrategy`): a round needs
+        ``min_fit_clients`` valid updates (with ``accept_failures=False``: no failure at all);
+        a failed round is retried ``round_retries`` times, then the run stops.
 
     Returns
     -------
     History
+
+    Raises
+    ------
+    FederationError
+        When a round still lacks enough valid client updates after its retries (for example
+        when every client fails): the run never returns an untrained model as if trained.
 
     Examples
     --------
@@ -331,7 +342,9 @@ def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
     app = client_app or make_client_app(model_fn, lambda pid, _n: client_data[pid])
     grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)])
     with quiet_flower(not verbose):
-        strategy = FedDIPStrategy(model_fn(), config, checkpoint=checkpoint)
+        strategy = FedDIPStrategy(model_fn(), config, checkpoint=checkpoint,
+                                  min_fit_clients=min_fit_clients,
+                                  accept_failures=accept_failures, round_retries=round_retries)
     eval_model = model_fn()
 
     def evaluate_fn(done: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -77,7 +77,6 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
 
     Contract-only quantities (``log m``, ``sqrt tau``, discount factors) are computed once."""
     m, tau, r, q = contracts.to(torch.float64).unbind(-1)
-    n = m.shape[0]
     if name == "none":
         def none(theta, rows):
             z = torch.zeros(rows, dtype=theta.dtype, device=theta.device)
