@@ -46,6 +46,10 @@ EXEMPT: dict[str, str] = {
                                              "with Flower's own message objects, not by users",
     "feddip.FedDIPStrategy.aggregate_train": "Flower callback (see configure_train)",
     "feddip.FedDIPStrategy.configure_evaluate": "Flower callback (see configure_train)",
+    "slimsplit.Payload": "built by BottleneckQuantizer.encode and Payload.from_bytes, which "
+                         "validate the header; its fields are not user input",
+    "slimsplit.ModeChoice": "a result record returned by ModeController.select",
+    "slimsplit.StreamTrace": "a result record returned by simulate_stream",
     "seq2seq.LSTMSeq2Seq.reorder_state": "decoder-state plumbing for beam_search: the state is "
                                          "the model's own return value, the index comes from "
                                          "the search",

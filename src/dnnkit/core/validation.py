@@ -32,6 +32,7 @@ __all__ = [
     "suggest",
     "param_error",
     "validate_params",
+    "declares",
     "check_params",
     "declared_params",
     "check_memory",
@@ -794,6 +795,29 @@ def validate_params(constraints: dict[str, Constraint], *, where: str | None = N
             obj.__dnnkit_where__ = label
             return obj
         return wrapper
+
+    return deco
+
+
+def declares(constraints: dict[str, Constraint], *, where: str | None = None):
+    """Attach constraints to a hot-path function that validates *inline* (no wrapper).
+
+    For calls whose cost must stay at a few microseconds (``forward`` of a layer, an O(1) mode
+    switch), the function checks its arguments itself; ``declares`` records what it promises
+    so that the conformance suite generates the same bad values as for :func:`validate_params`
+    and holds the inline checks to them. Prefer :func:`validate_params` everywhere else.
+    """
+    for k, c in constraints.items():
+        if not isinstance(c, Constraint):
+            raise TypeError(f"constraint for {k!r} must be a Constraint, got {c!r}")
+
+    def deco(fn: Any) -> Any:
+        missing = set(constraints) - set(inspect.signature(fn).parameters)
+        if missing:
+            raise TypeError(f"declares on {fn.__qualname__}: no parameter(s) {sorted(missing)}")
+        fn.__dnnkit_params__ = dict(constraints)
+        fn.__dnnkit_where__ = where or _where_of(fn)
+        return fn
 
     return deco
 

@@ -136,8 +136,14 @@ class ModeController:
                                                             kv[1].payload_bytes))
         self.table = dict(table)
 
+    @validate_params({"mode": Sequence_(Int(1, 1 << 16), min_len=2, max_len=2),
+                      "bandwidth_Bps": _POS}, where="slimsplit.ModeController.predict_ms")
     def predict_ms(self, mode: Mode, bandwidth_Bps: float) -> float:
         """Predicted latency of ``mode``: encoder + transfer + server, milliseconds."""
+        mode = tuple(mode)
+        if mode not in self.table:
+            raise KeyError(param_error("mode", "slimsplit.ModeController.predict_ms",
+                                       f"one of the table's modes {sorted(self.table)}", mode))
         st = self.table[mode]
         return st.encoder_ms + 1e3 * st.payload_bytes / bandwidth_Bps + self.server_ms
 

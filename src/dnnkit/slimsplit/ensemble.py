@@ -24,6 +24,7 @@ from dnnkit.core.validation import (
     check_choice,
     check_int,
     check_tensor,
+    declares,
     param_error,
     validate_params,
 )
@@ -158,6 +159,7 @@ class SlimmableEnsembleEncoder(nn.Module):
         """The number of active members (the mode)."""
         return self._mode.k
 
+    @declares({"k": Int(1, 1 << 16)})
     def set_mode(self, k: int) -> None:
         """Use the first ``k`` members from now on (O(1): one integer is stored)."""
         if not (type(k) is int and 1 <= k <= self.n_members):
@@ -165,8 +167,12 @@ class SlimmableEnsembleEncoder(nn.Module):
                       ".set_mode")
         self._mode.k = k
 
+    @validate_params({"k": Int(1, 1 << 16)},
+                     where="slimsplit.SlimmableEnsembleEncoder.member_weights")
     def member_weights(self, k: int) -> torch.Tensor | None:
         """The normalised combination weights of the first ``k`` members (None for mean/sum)."""
+        check_int(k, "k", 1, self.n_members, where="slimsplit.SlimmableEnsembleEncoder"
+                  ".member_weights")
         if self.combine == "weighted":
             w = self.weights[:k]
         elif self.combine == "learned":
@@ -175,6 +181,7 @@ class SlimmableEnsembleEncoder(nn.Module):
             return None
         return w / w.sum()
 
+    @declares({"x": Tensor(), "k": Optional_(Int(1, 1 << 16))})
     def forward(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """Combine the outputs of members ``0..k-1`` on ``x`` (``k`` defaults to the mode)."""
         where = "slimsplit.SlimmableEnsembleEncoder.forward"

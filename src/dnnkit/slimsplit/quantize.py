@@ -40,6 +40,7 @@ from dnnkit.core.validation import (
     check_choice,
     check_int,
     check_tensor,
+    declares,
     param_error,
     validate_params,
 )
@@ -316,6 +317,9 @@ class BottleneckQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode!r}, per_sample={self.per_sample}"
 
+    @validate_params({"z": Tensor(dtype="floating"), "bits": Optional_(Int(1, 8)),
+                      "per_sample": Optional_(Instance(bool))},
+                     where="slimsplit.BottleneckQuantizer.quantize")
     def quantize(self, z: torch.Tensor, bits: int | None = None, *, per_sample: bool | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Codes (uint8), scale, zero point and offset of ``z`` (no gradient).
@@ -337,6 +341,7 @@ class BottleneckQuantizer(nn.Module):
             raise ValueError(param_error("z", where, "a non-empty tensor", f"shape {tuple(z.shape)}"))
         return z
 
+    @declares({"z": Tensor(dtype="floating"), "bits": Optional_(Int(1, 8))})
     def forward(self, z: torch.Tensor, bits: int | None = None) -> torch.Tensor:
         """Fake-quantize ``z`` (same shape, dtype); straight-through gradient."""
         where = "slimsplit.BottleneckQuantizer.forward"

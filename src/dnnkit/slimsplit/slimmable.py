@@ -20,8 +20,10 @@ from dnnkit.core.validation import (
     Int,
     Real,
     Sequence_,
+    Tensor,
     check_int,
     check_interval,
+    declares,
     param_error,
     validate_params,
 )
@@ -108,7 +110,11 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         self.width_mult_list = widths
         self.width_mult = max(widths)
 
+    @declares({"x": Tensor(finite=False, nonempty=False)})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(param_error("x", "slimsplit.SlimmableConv2d.forward", "a torch.Tensor",
+                                        type(x).__name__))
         i = self._index()
         cin, cout = self.in_channels_list[i], self.out_channels_list[i]
         if x.ndim != 4 or x.shape[1] != cin:
@@ -152,7 +158,11 @@ class SlimmableLinear(nn.Linear, _Slimmable):
         self.width_mult_list = widths
         self.width_mult = max(widths)
 
+    @declares({"x": Tensor(finite=False, nonempty=False)})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(param_error("x", "slimsplit.SlimmableLinear.forward", "a torch.Tensor",
+                                        type(x).__name__))
         i = self._index()
         fin, fout = self.in_features_list[i], self.out_features_list[i]
         if x.ndim < 1 or x.shape[-1] != fin:
@@ -201,7 +211,11 @@ class SwitchableBatchNorm2d(nn.Module, _Slimmable):
         self.bn = nn.ModuleList(nn.BatchNorm2d(c, eps=eps, momentum=momentum, affine=affine)
                                 for c in self.num_features_list)
 
+    @declares({"x": Tensor(finite=False, nonempty=False)})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(param_error("x", "slimsplit.SwitchableBatchNorm2d.forward", "a torch.Tensor",
+                                        type(x).__name__))
         i = self._index()
         c = self.num_features_list[i]
         if x.ndim != 4 or x.shape[1] != c:

@@ -32,6 +32,7 @@ from dnnkit.core.validation import (
     check_int,
     check_interval,
     check_tensor,
+    declares,
     param_error,
     validate_params,
 )
@@ -119,6 +120,7 @@ class SplitModel(nn.Module):
             raise ValueError(param_error("bits", where, f"one of {list(self.bits_options)}", bits))
         return k, int(bits)
 
+    @declares({"k": Int(1, 1 << 16), "bits": Int(1, 8)})
     def set_mode(self, k: int, bits: int) -> None:
         """Switch the operating point: two integers are stored (no reload, no allocation)."""
         if not (type(k) is int and type(bits) is int and 1 <= k <= self._n_members
@@ -126,6 +128,7 @@ class SplitModel(nn.Module):
             k, bits = self._check_mode(k, bits, "slimsplit.SplitModel.set_mode")
         self._mode.k, self._mode.bits = k, bits
 
+    @declares({"x": Tensor(), "k": Optional_(Int(1, 1 << 16)), "bits": Optional_(Int(1, 8))})
     def forward(self, x: torch.Tensor, k: int | None = None, bits: int | None = None
                 ) -> torch.Tensor:
         """``decoder(fake_quant(encoder(x, k), bits))``; the mode's values when None."""
@@ -244,6 +247,8 @@ def train_split(model: SplitModel, x: torch.Tensor, y: torch.Tensor, *, epochs: 
     return history
 
 
+@validate_params({"accuracy": Real(), "payload_bytes": Int(1, 1 << 40),
+                  "encoder_ms": Real(0.0, None)})
 @dataclass(frozen=True)
 class ModeStats:
     """One row of the mode table the controller chooses from.
