@@ -24,8 +24,15 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import (Instance, Int, Options, Real, Sequence_, param_error,
-                                    validate_params)
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Options,
+    Real,
+    Sequence_,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["TraceEvent", "Trace", "capture_trace", "CONV_OPS", "COMPUTE_OPS"]
 

@@ -12,7 +12,7 @@ from torch import nn
 from dnnkit.core.hooks import eval_mode, registered_hooks
 from dnnkit.core.validation import Instance, Int, Sequence_, param_error, validate_params
 
-from .zoo import ConvBNAct, DepthwiseSeparable, Fire, InvertedResidual, ShuffleUnit
+from .zoo import DepthwiseSeparable, Fire, InvertedResidual, ShuffleUnit
 
 __all__ = ["BlockGuess", "LayerInfo", "layer_table", "ground_truth_blocks", "score",
            "layer_kind", "SUPPORTED_LEAVES"]
