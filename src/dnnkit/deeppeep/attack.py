@@ -376,9 +376,9 @@ def _run(trace: Trace, lm, input_shape, grid, fixed, where):
     blocks = _parse(layers, scorer, g, shape[1], shape[2], fixed)
     if lead_unknown:
         blocks.insert(0, BlockGuess("unknown", {}, 0.0))
-    if lm is None:
+    if lm is None:  # hyper-parameters need timing: keep only what the glue shows
         for b in blocks:
-            b.params = {k: v for k, v in b.params.items() if k in ("stride", "residual")}
+            b.params = {k: v for k, v in b.params.items() if k == "residual"}
     if trace.noisy:
         for b in blocks:
             b.confidence *= 0.5
