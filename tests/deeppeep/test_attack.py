@@ -8,9 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from dnnkit.deeppeep import (LatencyModel, Trace, TraceEvent, capture_trace, ground_truth_blocks,
-                             identify_blocks, infer_hyperparameters, layer_table,
-                             random_compact_cnn, score)
+from dnnkit.deeppeep import (
+    LatencyModel,
+    Trace,
+    TraceEvent,
+    capture_trace,
+    ground_truth_blocks,
+    identify_blocks,
+    infer_hyperparameters,
+    layer_table,
+    random_compact_cnn,
+    score,
+)
 from dnnkit.deeppeep.attack import segment_layers
 from dnnkit.deeppeep.trace import CONV_OPS
 from dnnkit.deeppeep.zoo import BLOCK_TYPES

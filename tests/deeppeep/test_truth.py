@@ -9,8 +9,15 @@ import torch
 from torch import nn
 
 from dnnkit.core.models import mobilenet_v1
-from dnnkit.deeppeep import (BlockGuess, ground_truth_blocks, harden_depthwise, layer_table,
-                             random_compact_cnn, score, secure_mobilenet_v1)
+from dnnkit.deeppeep import (
+    BlockGuess,
+    ground_truth_blocks,
+    harden_depthwise,
+    layer_table,
+    random_compact_cnn,
+    score,
+    secure_mobilenet_v1,
+)
 from dnnkit.deeppeep.zoo import BLOCK_TYPES
 from tests.conftest import need
 from tests.deeppeep.fxwalk import fx_blocks

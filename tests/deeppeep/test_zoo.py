@@ -7,8 +7,12 @@ import torch
 from torch import nn
 
 from dnnkit.core.models import mobilenet_v1
-from dnnkit.deeppeep import (ground_truth_blocks, harden_depthwise, random_compact_cnn,
-                             secure_mobilenet_v1)
+from dnnkit.deeppeep import (
+    ground_truth_blocks,
+    harden_depthwise,
+    random_compact_cnn,
+    secure_mobilenet_v1,
+)
 from dnnkit.deeppeep.zoo import BLOCK_TYPES
 
 

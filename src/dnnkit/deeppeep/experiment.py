@@ -25,7 +25,7 @@ from .attack import identify_blocks, infer_hyperparameters
 from .latency import LatencyModel, profile_latency_model
 from .trace import capture_trace
 from .truth import ground_truth_blocks, score
-from .zoo import random_compact_cnn, secure_mobilenet_v1
+from .zoo import random_compact_cnn
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _latency_model(cfg: Config, ctx: RunContext) -> tuple[LatencyModel, str]:
 def _victims(cfg: Config, ctx: RunContext, lm: LatencyModel):
     shape = (cfg.batch, 3, cfg.image_size, cfg.image_size)
     grid = {"channels": cfg.channels}
-    rows, per_level, noise, first = [], {"kernel": [], "timing": [], "names-only": []}, [], None
+    per_level, noise, first = {"kernel": [], "timing": [], "names-only": []}, [], None
     for v in track(range(cfg.n_victims), description="victims", enabled=ctx.progress):
         model = random_compact_cnn(ctx.seed * 1000 + v, cfg.n_blocks, block_types=cfg.block_types,
                                    channels=cfg.channels)

@@ -294,7 +294,8 @@ def profile_latency_model(grid: dict | None = None, *, repeats: int = 10, num_th
             macs, xin, xout = conv_features(k, ci, co, gr, h, s, batch)
             rows.append([1.0, macs, xin + xout])
             ys.append(max(agg(times[f"c{i}"]), 1e-3))
-        coef[cls], fit_err[cls] = _lstsq(rows, ys, 3)
+        if rows:
+            coef[cls], fit_err[cls] = _lstsq(rows, ys, 3)
     for op in ELEMENTWISE:
         rows, ys = [], []
         for i, (o, c, h) in enumerate(elts):
@@ -303,6 +304,11 @@ def profile_latency_model(grid: dict | None = None, *, repeats: int = 10, num_th
             rows.append([1.0, float(batch * c * h * h)])
             ys.append(max(agg(times[f"e{i}"]), 1e-3))
         coef[op], fit_err[op] = _lstsq(rows, ys, 2)
+    for cls, fallback in (("gconv3", "conv3"), ("gconv1", "conv1"), ("dw3", "gconv3"),
+                          ("conv3", "gconv3"), ("conv1", "gconv1")):
+        if cls not in coef and fallback in coef:
+            log.warning("deeppeep: no grid point of class %s; using %s's fit.", cls, fallback)
+            coef[cls], fit_err[cls] = list(coef[fallback]), float("nan")
     meta = machine_meta(num_threads)
     meta["batch"] = batch
     return LatencyModel(batch, coef, {k: sorted(v) for k, v in kernels.items()}, meta, fit_err,
@@ -310,9 +316,8 @@ def profile_latency_model(grid: dict | None = None, *, repeats: int = 10, num_th
 
 
 def _lstsq(rows: Sequence[Sequence[float]], ys: Sequence[float], n: int):
-    if len(rows) < n:
-        raise RuntimeError(f"deeppeep: only {len(rows)} profiled points for a {n}-parameter fit; "
-                           "widen the grid.")
+    if not rows:
+        raise RuntimeError("deeppeep: no profiled point for an op; widen the grid.")
     from scipy.optimize import nnls
 
     a, y = np.asarray(rows, dtype=float), np.asarray(ys, dtype=float)

@@ -233,6 +233,8 @@ _PARAM_KEYS = ("in_channels", "out_channels", "stride", "kernel_size", "groups",
                "squeeze")
 
 
+@validate_params({"guess": Sequence_(Instance(BlockGuess), min_len=0),
+                  "truth": Sequence_(Instance(BlockGuess), min_len=0)}, where="deeppeep.score")
 def score(guess: Sequence[BlockGuess], truth: Sequence[BlockGuess]) -> dict[str, float]:
     """Score an attack against the ground truth.
 

@@ -18,7 +18,16 @@ from torch import nn
 
 from dnnkit.core.models import mobilenet_v1
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["ConvBNAct", "DepthwiseSeparable", "InvertedResidual", "Fire", "ShuffleUnit",
            "random_compact_cnn", "secure_mobilenet_v1", "harden_depthwise", "BLOCK_TYPES"]
@@ -111,6 +120,11 @@ class ShuffleUnit(nn.Module):
         return self.relu(x + y)
 
 
+@validate_params({
+    "seed": Seed(), "n_blocks": Int(1, 64), "in_channels": Int(1, 4096),
+    "num_classes": Int(1, 100_000), "block_types": Sequence_(Options(*BLOCK_TYPES)),
+    "channels": Sequence_(Int(4, 4096)), "expansions": Sequence_(Int(1, 8)),
+    "max_stride2": Int(0, 64)}, where="deeppeep.random_compact_cnn")
 def random_compact_cnn(seed: int, n_blocks: int = 6, *, in_channels: int = 3,
                        num_classes: int = 10,
                        block_types: Sequence[str] = ("standard", "dwsep", "inverted_residual",
@@ -138,17 +152,8 @@ def random_compact_cnn(seed: int, n_blocks: int = 6, *, in_channels: int = 3,
         ``stem``, ``b1`` ... ``b{n}``, ``pool``, ``flatten``, ``fc``.
     """
     where = "deeppeep.random_compact_cnn"
-    check_int(seed, "seed", 0, 2**63 - 1, where=where)
-    check_int(n_blocks, "n_blocks", 1, 64, where=where)
-    check_int(max_stride2, "max_stride2", 0, 64, where=where)
-    if not block_types:
-        raise ValueError(param_error("block_types", where, "a non-empty sequence", block_types))
-    for t in block_types:
-        check_choice(t, "block_types", BLOCK_TYPES, where=where)
-    if not channels or any(int(c) < 4 or int(c) % 4 for c in channels):
-        raise ValueError(param_error("channels", where, "positive multiples of 4", channels))
-    for e in expansions:
-        check_int(e, "expansions", 1, 8, where=where)
+    if any(int(c) % 4 for c in channels):
+        raise ValueError(param_error("channels", where, "multiples of 4", tuple(channels)))
     g = make_generator(seed)
 
     def pick(seq):
@@ -184,6 +189,8 @@ def random_compact_cnn(seed: int, n_blocks: int = 6, *, in_channels: int = 3,
     return nn.Sequential(OrderedDict(layers))
 
 
+@validate_params({"model": Instance(nn.Module), "group_width": Int(1, 4096)},
+                 where="deeppeep.harden_depthwise")
 def harden_depthwise(model: nn.Module, group_width: int = 8) -> nn.Module:
     """The defence as a transform: a copy of ``model`` whose depthwise 3x3 convolutions are
     grouped convolutions with ``group_width`` channels per group (``C // group_width`` groups).
@@ -192,10 +199,6 @@ def harden_depthwise(model: nn.Module, group_width: int = 8) -> nn.Module:
     convolutions get fresh weights, since the weight shape changes). A layer with
     ``C <= group_width`` channels becomes a single group (a standard convolution).
     """
-    where = "deeppeep.harden_depthwise"
-    if not isinstance(model, nn.Module):
-        raise TypeError(param_error("model", where, "a torch.nn.Module", type(model).__name__))
-    check_int(group_width, "group_width", 1, 4096, where=where)
     out = copy.deepcopy(model)
     for parent in out.modules():
         for name, m in list(parent.named_children()):
@@ -214,12 +217,12 @@ def harden_depthwise(model: nn.Module, group_width: int = 8) -> nn.Module:
     return out
 
 
+@validate_params({"width": Real(0.0, 4.0, closed="right"), "group_width": Int(1, 4096),
+                  "num_classes": Int(1, 100_000), "in_channels": Int(1, 4096)},
+                 where="deeppeep.secure_mobilenet_v1")
 def secure_mobilenet_v1(width: float = 1.0, group_width: int = 8, num_classes: int = 10, *,
                         in_channels: int = 3) -> nn.Sequential:
     """MobileNet-V1 (``dnnkit.core.models.mobilenet_v1``) with every depthwise conv replaced by a
     grouped conv of ``group_width`` channels per group (our reading of "Secure MobileNet-V1")."""
-    where = "deeppeep.secure_mobilenet_v1"
-    check_interval(width, "width", 0.0, 4.0, closed="right", where=where)
-    check_int(group_width, "group_width", 1, 4096, where=where)
     return mobilenet_v1(num_classes, width_mult=width, in_channels=in_channels,
                         groups_per_depthwise=group_width)
