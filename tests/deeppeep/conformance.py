@@ -5,10 +5,23 @@ from __future__ import annotations
 from torch import nn
 
 from dnnkit.core.validation import Example
-from dnnkit.deeppeep import (BlockGuess, LatencyModel, Trace, TraceEvent, capture_trace,
-                             deeppeep, ground_truth_blocks, harden_depthwise, identify_blocks,
-                             infer_hyperparameters, layer_table, profile_latency_model,
-                             random_compact_cnn, score, secure_mobilenet_v1)
+from dnnkit.deeppeep import (
+    BlockGuess,
+    LatencyModel,
+    Trace,
+    TraceEvent,
+    capture_trace,
+    deeppeep,
+    ground_truth_blocks,
+    harden_depthwise,
+    identify_blocks,
+    infer_hyperparameters,
+    layer_table,
+    profile_latency_model,
+    random_compact_cnn,
+    score,
+    secure_mobilenet_v1,
+)
 
 SHAPE = (2, 3, 8, 8)
 

@@ -37,7 +37,7 @@ from dnnkit.core.validation import (
 )
 
 from .latency import LatencyModel
-from .trace import COMPUTE_OPS, CONV_OPS, Trace, capture_trace
+from .trace import CONV_OPS, Trace, capture_trace
 from .truth import BlockGuess
 
 __all__ = ["identify_blocks", "infer_hyperparameters", "deeppeep", "segment_layers",
@@ -460,5 +460,3 @@ def deeppeep(model: nn.Module, input_shape: Sequence[int], latency_model: Latenc
     blocks = identify_blocks(trace, latency_model, input_shape=input_shape, grid=grid)
     return infer_hyperparameters(trace, blocks, latency_model, input_shape, grid=grid), trace
 
-
-_ = COMPUTE_OPS
