@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from torch import nn
 
@@ -113,8 +114,7 @@ def segment_layers(trace: Trace) -> tuple[list[Layer], bool]:
     return layers, lead_unknown
 
 
-@dataclass(frozen=True)
-class _Spec:
+class _Spec(NamedTuple):
     k: int
     cin: int
     cout: int
@@ -201,6 +201,14 @@ class _Scorer:
         self.layers, self.lm, self.level, self.batch = layers, lm, level, batch
         self._conv: dict = {}
         self._elt: dict = {}
+        self._memo: dict = {}
+
+    def cost(self, p: int, s: _Spec) -> float | None:
+        """Memoised :meth:`layer_cost` of layer ``p``."""
+        key = (p, s)
+        if key not in self._memo:
+            self._memo[key] = self.layer_cost(self.layers[p], s)
+        return self._memo[key]
 
     def conv(self, s: _Spec) -> float:
         key = (s.k, s.cin, s.cout, s.groups, s.h, s.stride)
@@ -293,7 +301,7 @@ def _parse(layers: list[Layer], scorer: _Scorer, g: dict, c0: int | None, h0: in
                     continue
                 cost = _PRIOR[typ]
                 for i, sp in enumerate(specs):
-                    lc = scorer.layer_cost(layers[p + i], sp)
+                    lc = scorer.cost(p + i, sp)
                     if lc is None:
                         cost = inf
                         break

@@ -203,7 +203,9 @@ def _plot_trace(tr, guess, truth, path) -> None:
 def run(cfg: Config, ctx: RunContext) -> Result:
     t0 = time.perf_counter()
     lm, lm_note = _latency_model(cfg, ctx)
+    t_lm = time.perf_counter() - t0
     per_level, noise, first = _victims(cfg, ctx, lm)
+    t_vic = time.perf_counter() - t0 - t_lm
     keys = ["block_type_acc", "dw_vs_std_acc", "conv3_kind_acc", "channel_exact",
             "channel_within_2x", "channel_mean_abs_log2", "exact_stride", "exact_expansion"]
     agg = {lvl: {k: _mean([s[k] for s in rows]) for k in keys} for lvl, rows in per_level.items()}
@@ -214,6 +216,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                 [[lvl, *(round(agg[lvl][k], 3) if lvl != "names-only" or k in keys[:3] else "-"
                          for k in keys)] for lvl in agg])
     d = _defence(cfg, ctx, lm)
+    t_def = time.perf_counter() - t0 - t_lm - t_vic
     v, s = d["vanilla"], d["secure"]
     change = 100 * (s["latency_ms"] / v["latency_ms"] - 1)
     dtab = Table(f"Defence: MobileNet-V1 x{cfg.defence_width} ({cfg.defence_blocks} blocks) vs "
@@ -246,7 +249,8 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     metrics.update(noise_median_cv=med_noise, latency_model_profile_s=lm.profile_s,
                    vanilla_latency_ms=v["latency_ms"], secure_latency_ms=s["latency_ms"],
                    vanilla_dw_detected=v["dw_detected"], secure_dw_detected=s["dw_detected"],
-                   secure_latency_change_pct=change, run_s=time.perf_counter() - t0)
+                   secure_latency_change_pct=change, run_s=time.perf_counter() - t0,
+                   latency_model_s=t_lm, victims_s=t_vic, defence_s=t_def)
     fit = ", ".join(f"{k} {e:.2f}" for k, e in lm.fit_error.items())
     return Result(
         summary="DeepPeep's two stages (block identification, hyper-parameter inference) on "
