@@ -28,7 +28,7 @@ def _timer_s(model, shape) -> float:
     x = torch.randn(shape)
     with torch.no_grad():
         m = Timer("model(x)", globals={"model": model.eval(), "x": x}, num_threads=1)
-        return float(m.blocked_autorange(min_run_time=0.5).median)
+        return float(min(m.blocked_autorange(min_run_time=0.5).times))  # min, like the traces
 
 
 def _predicted_us(trace, model, shape, lm) -> float:
@@ -89,7 +89,7 @@ def _bench(quick: bool) -> list[Timing]:
         per_pass.append((time.perf_counter() - t0) / 6)  # 5 profiled + 1 shape check
     t_plain = _timer_s(victim, shape)
     rows.append(Timing("profiled forward pass (torch.profiler)", min(per_pass),
-                       "torch.utils.benchmark.Timer forward", t_plain,
+                       "torch.utils.benchmark.Timer forward (min)", t_plain,
                        note=f"overhead ratio {min(per_pass) / t_plain:.2f}x"))
     # predicted vs measured whole-model latency
     for seed in (0, 1) if quick else (0, 1, 2, 3):
