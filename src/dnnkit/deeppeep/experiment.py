@@ -172,18 +172,20 @@ def _plot_trace(tr, guess, truth, path) -> None:
         ax.bar(x + lay.duration_us / 1000, sum(d for _, d in lay.glue) / 1000,
                width=(total - lay.duration_us) / 1000 or 1e-3, align="edge", color=c, alpha=0.35)
         x += total / 1000
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
     ypos = ax.get_ylim()[1]
     xs = 0.0
     starts = {}
     for lay in layers:
         starts[lay.index] = xs
         xs += (lay.duration_us + sum(d for _, d in lay.glue)) / 1000
-    for b, t in zip(guess, truth):
+    for j, (b, t) in enumerate(zip(guess, truth)):
         if not b.layers:
             continue
         lbl = f"{b.block_type}\n{b.params.get('out_channels', '?')}ch"
         lbl += f"\n(true {t.block_type}, {t.params.get('out_channels')})"
-        ax.text(starts[b.layers[0]], ypos * 0.97, lbl, fontsize=6.5, va="top")
+        ax.text(starts[b.layers[0]], ypos * (0.97 if j % 2 == 0 else 0.72), lbl, fontsize=6.5,
+                va="top")
     for name, c in colors.items():
         ax.bar(0, 0, color=c, label=name)
     ax.legend(fontsize=7, loc="center right")
