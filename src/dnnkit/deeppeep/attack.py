@@ -438,7 +438,9 @@ def infer_hyperparameters(trace: Trace, blocks: Sequence[BlockGuess],
     Output channels, stride, expansion, squeeze and group counts minimise the squared log error
     between measured and modelled latencies, with block i's output channels = block i+1's input
     channels. ``confidence`` is ``1 - exp(-margin)``, the margin (in squared log units) to the
-    best alternative with another type or channel count (halved on a noisy trace).
+    best alternative with another type or channel count (halved on a noisy trace). When
+    ``blocks`` hold ``"unknown"`` segments the chain is cut there and the types are re-decided
+    (the full stage 1 + 2 parse).
     """
     where = "deeppeep.infer_hyperparameters"
     if not isinstance(blocks, (list, tuple)) or not all(isinstance(b, BlockGuess)
