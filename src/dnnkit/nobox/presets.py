@@ -1,0 +1,80 @@
+"""Ready settings for three image sizes, with a CPU run-time estimate for the large one."""
+
+from __future__ import annotations
+
+import warnings
+
+from dnnkit.core.validation import check_choice, check_interval
+from dnnkit.nobox.attack import AttackConfig
+from dnnkit.nobox.surrogate import SurrogateConfig
+
+__all__ = ["PRESETS", "preset", "surrogate_flops"]
+
+PRESETS = ("digits8", "colour32", "imagenet224")
+_SHAPES = {"digits8": (1, 8, 8), "colour32": (3, 32, 32), "imagenet224": (3, 224, 224)}
+
+
+def surrogate_flops(cfg: SurrogateConfig, shape: tuple[int, int, int]) -> float:
+    """Multiply-adds x 2 of one surrogate forward pass on one image of ``shape`` (C, H, W)."""
+    c, h, w = shape
+    k = cfg.stem_kernel
+    flops = 2.0 * h * w * c * cfg.width * k * k
+    ch, r = cfg.width, 1
+    for _ in range(cfg.n_stages):
+        r *= 2 if cfg.downsample else 1
+        flops += 2.0 * (h // r) * (w // r) * ch * 2 * ch * 9
+        ch *= 2
+    hh, ww = h // r, w // r
+    flops += cfg.n_res_blocks * 2 * 2.0 * hh * ww * ch * ch * 9
+    mid = cfg.decoder_width or ch // 2
+    if cfg.mode == "prototypical":
+        flops += 2.0 * hh * ww * 9 * (ch * cfg.n_decoders * mid + mid * cfg.n_decoders * c)
+    elif cfg.downsample and cfg.n_stages > 0:
+        for _ in range(cfg.n_stages):
+            hh, ww = 2 * hh, 2 * ww
+            flops += 2.0 * hh * ww * ch * (ch // 2) * 9
+            ch //= 2
+        flops += 2.0 * h * w * ch * c * 9
+    else:
+        flops += 2.0 * h * w * 9 * (ch * mid + mid * c)
+    return flops
+
+
+def preset(name: str, mode: str = "prototypical", *, gflops_per_s: float = 30.0,
+           warn: bool = True) -> tuple[SurrogateConfig, AttackConfig]:
+    """Surrogate and attack settings for a data size.
+
+    - ``"digits8"``: 8x8 grey digits (the reproduction's setting): encoder conv32-conv64 without
+      down-sampling, 10 decoders of width 32, 400 Adam iterations, eps = 0.2, eps1 = 0.6.
+    - ``"colour32"``: 32x32 colour (CIFAR-like): width 32, one stride-2 stage, 1 residual block,
+      10 decoders, 1000 iterations, eps = 8/255 * 2, eps1 = 3 eps.
+    - ``"imagenet224"``: the paper's setting (width 64, two stride-2 stages, 3 residual blocks,
+      20 decoders, official iteration counts, eps = 0.1, eps1 = 0.3). Warns with an estimated
+      single-core CPU time per 20-image group (``gflops_per_s`` of sustained convolution
+      throughput; ``warn=False`` to silence).
+    """
+    check_choice(name, "name", PRESETS, where="preset")
+    check_choice(mode, "mode", ("prototypical", "rotation", "jigsaw", "naive"), where="preset")
+    check_interval(gflops_per_s, "gflops_per_s", 0.0, 1e6, closed="right", where="preset")
+    if name == "digits8":
+        s = SurrogateConfig(mode=mode, n_decoders=10, iters=400, width=32, n_stages=1,
+                            downsample=False, n_res_blocks=0, stem_kernel=3)
+        return s, AttackConfig(eps=0.2, stage1_eps=0.6, stage1_iters=200, ila_iters=100,
+                               step=1 / 255)
+    if name == "colour32":
+        s = SurrogateConfig(mode=mode, n_decoders=10, iters=1000, width=32, n_stages=1,
+                            downsample=True, n_res_blocks=1, stem_kernel=3)
+        return s, AttackConfig(eps=16 / 255, stage1_eps=48 / 255, stage1_iters=200,
+                               ila_iters=100, step=1 / 255)
+    s = SurrogateConfig(mode=mode)
+    a = AttackConfig()
+    if warn:
+        f = surrogate_flops(s, _SHAPES[name]) * 20                       # one group of 20 images
+        train = 3 * f * s.n_iters
+        craft = 2 * f * a.stage1_iters + 2 * f * a.ila_iters * 0.5
+        hours = (train + craft) / (gflops_per_s * 1e9) / 3600
+        warnings.warn(f"preset('imagenet224', {mode!r}): about {hours:.1f} h of single-core CPU "
+                      f"time per 20-image group at {gflops_per_s:g} GFLOP/s "
+                      f"({f / 20 / 1e9:.2f} GFLOP per image forward); use a GPU.",
+                      UserWarning, stacklevel=2)
+    return s, a
