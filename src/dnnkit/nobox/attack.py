@@ -42,8 +42,8 @@ from dnnkit.nobox.surrogate import (
     SurrogateConfig,
     check_images,
     check_labels,
-    two_classes,
     train_surrogate,
+    two_classes,
 )
 
 __all__ = [

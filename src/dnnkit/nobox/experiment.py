@@ -22,8 +22,13 @@ from dnnkit.core.registry import RunContext, register
 from dnnkit.core.report import Claim, Result, Table
 from dnnkit.core.seeding import make_generator, make_rng
 from dnnkit.core.training import fit
-from dnnkit.nobox.attack import AttackConfig, evaluate_transfer, iterative_fgsm, make_groups, \
-    nobox_attack
+from dnnkit.nobox.attack import (
+    AttackConfig,
+    evaluate_transfer,
+    iterative_fgsm,
+    make_groups,
+    nobox_attack,
+)
 from dnnkit.nobox.presets import preset
 
 MODES = ("prototypical", "rotation", "jigsaw", "naive")

@@ -472,7 +472,8 @@ def train_surrogate(
         ia, ib = two_classes(y, where)
         if cfg.n_decoders > len(ia) * len(ib):
             raise ValueError(param_error("n_decoders", where,
-                                         f"at most n_a * n_b = {len(ia)} * {len(ib)}",
+                                         f"at most n_a * n_b = {len(ia)} * {len(ib)} = "
+                                         f"{len(ia) * len(ib)}",
                                          cfg.n_decoders))
     elif labels is not None:
         check_labels(labels, n, where)
@@ -480,7 +481,8 @@ def train_surrogate(
         raise ValueError(param_error("images", where, "at least 2 images", n))
     gen = make_generator(seed)
     dev, dt = x.device, x.dtype
-    model = NoBoxSurrogate(c, cfg, normalize)
+    with torch.random.fork_rng(devices=[]):      # default init draws globally: restore it
+        model = NoBoxSurrogate(c, cfg, normalize)
     _reinit(model, gen)
     model = model.to(device=dev, dtype=dt)
     x = x.detach()
