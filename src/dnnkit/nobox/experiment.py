@@ -37,7 +37,7 @@ VICTIMS = ("mlp", "cnn", "linear", "svc")
 
 @dataclass(frozen=True)
 class Config:
-    n_classes: int = 8            # attacker classes -> n_classes / 2 two-class groups (pairs)
+    n_classes: int = 10           # attacker classes -> n_classes / 2 two-class groups (pairs)
     per_class: int = 10           # images per class per group (paper: 10)
     modes: tuple[str, ...] = MODES
     width: int = 16               # encoder conv16 -> conv32 (spec: 32 -> 64)
@@ -146,6 +146,8 @@ def _figure(table: dict, clean, advs: dict, path_bar, path_strip, cfg: Config) -
           config=Config, num_threads=1)
 def run(cfg: Config, ctx: RunContext) -> Result:
     # num_threads=1: 8x8 images, many tiny convolutions; threads only add overhead.
+    if cfg.n_classes % 2 or not 2 <= cfg.n_classes <= 10:
+        raise ValueError(f"n_classes must be an even number in [2, 10]; got {cfg.n_classes}.")
     t_start = time.perf_counter()
     split = load_digits_split(test_fraction=0.44, seed=ctx.seed)
     vic = _victims(split.x_train, split.y_train, cfg, ctx.seed)
