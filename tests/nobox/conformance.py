@@ -35,7 +35,7 @@ def _tiny():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 4, 4, generator=g)
     y = torch.tensor([0, 0, 1, 1])
-    cfg = SurrogateConfig(n_decoders=2, iters=1, width=2, n_stages=1, downsample=False,
+    cfg = SurrogateConfig(n_decoders=2, iters=1, width=4, n_stages=1, downsample=False,
                           n_res_blocks=0, stem_kernel=3)
     return x, y, cfg
 

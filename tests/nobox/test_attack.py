@@ -194,7 +194,7 @@ def test_bad_attack_inputs(proto):
         AttackConfig(eps=float("nan"))
     with pytest.raises(ValueError, match="exactly two classes"):
         craft_nobox(sur, x, torch.zeros(8, dtype=torch.long), tiny_attack())
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match="values in"):
         craft_nobox(sur, x - 0.5, y, tiny_attack())
     with pytest.raises(TypeError, match="surrogate"):
         craft_nobox(torch.nn.Identity(), x, y, tiny_attack())

@@ -33,3 +33,17 @@ def test_bench_quick_runs():
     rows = bench(quick=True)
     assert len(rows) == 6
     assert all(r.ours_s > 0 and math.isfinite(r.ours_s) for r in rows)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_result():
+    import torch
+
+    from dnnkit.nobox import nobox_attack
+    from tests.nobox.helpers import tiny_attack, tiny_cfg, tiny_data
+
+    x, _ = tiny_data(n_per_class=4)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    kw = dict(group_size=4, surrogate_cfg=tiny_cfg(n_decoders=2, iters=3),
+              attack_cfg=tiny_attack(stage1_iters=2, ila_iters=2), seed=0)
+    assert torch.equal(nobox_attack(x, y, workers=1, **kw), nobox_attack(x, y, workers=2, **kw))

@@ -141,7 +141,7 @@ def test_bad_inputs():
     x, y = tiny_data()
     with pytest.raises(ValueError, match="ndim"):
         train_surrogate(x[0], y, tiny_cfg())
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match="values in"):
         train_surrogate(x * 2, y, tiny_cfg())
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")

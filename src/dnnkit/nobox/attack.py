@@ -31,13 +31,22 @@ import torch.nn.functional as F
 
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
-    check_choice,
-    check_int,
-    check_interval,
-    check_positive,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
     param_error,
+    validate_params,
 )
 from dnnkit.nobox.surrogate import (
+    IMAGES,
+    LABELS,
+    NORMALIZE,
     NoBoxSurrogate,
     SurrogateConfig,
     check_images,
@@ -58,9 +67,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("dnnkit")
-_A = "AttackConfig"
+_A = "nobox.AttackConfig"
 
 
+@validate_params({
+    "eps": Real(0.0, 1.0, closed="right"), "stage1_eps": Real(0.0, 1.0, closed="right"),
+    "stage1_iters": Int(0, 1_000_000), "ila_iters": Int(0, 1_000_000),
+    "step": Real(0.0, 1.0, closed="right"), "alpha": Real(0.0, 1e6, closed="right"),
+    "stage1": Options("ifgsm", "pgd"),
+})
 @dataclass(frozen=True)
 class AttackConfig:
     """Crafting budget and schedule (defaults: the paper's ImageNet setting).
@@ -90,20 +105,17 @@ class AttackConfig:
     stage1: str = "ifgsm"
 
     def __post_init__(self) -> None:
-        check_interval(self.eps, "eps", 0.0, 1.0, closed="right", where=_A)
-        check_interval(self.stage1_eps, "stage1_eps", 0.0, 1.0, closed="right", where=_A)
         if self.stage1_eps < self.eps:
             raise ValueError(param_error("stage1_eps", _A, f">= eps = {self.eps}",
                                          self.stage1_eps))
-        check_int(self.stage1_iters, "stage1_iters", 0, 1_000_000, where=_A)
-        check_int(self.ila_iters, "ila_iters", 0, 1_000_000, where=_A)
-        check_interval(self.step, "step", 0.0, 1.0, closed="right", where=_A)
-        a = check_positive(self.alpha, "alpha", where=_A)
-        if a > 1e6:
-            raise ValueError(param_error("alpha", _A, "a float in (0, 1e6]", self.alpha))
-        check_choice(self.stage1, "stage1", ("ifgsm", "pgd"), where=_A)
 
 
+@validate_params({
+    "loss_fn": Callable_(), "x": Tensor(dtype="floating"),
+    "eps": Real(0.0, None, closed="neither"), "alpha": Real(0.0, None, closed="neither"),
+    "steps": Int(0, 10_000_000), "clip": Sequence_(Real(), min_len=2, max_len=2),
+    "random_start": Instance(bool), "generator": Seed(),
+})
 def iterative_fgsm(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -142,15 +154,7 @@ def iterative_fgsm(
     torch.Tensor
         Detached adversarial inputs with ``|x_adv - x|_∞ <= eps`` and values in ``clip``.
     """
-    where = "iterative_fgsm"
-    if not callable(loss_fn):
-        raise TypeError(param_error("loss_fn", where, "a callable", type(loss_fn).__name__))
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(param_error("x", where, "a floating-point torch.Tensor",
-                                    type(x).__name__))
-    eps = check_positive(eps, "eps", where=where)
-    alpha = check_positive(alpha, "alpha", where=where)
-    steps = check_int(steps, "steps", 0, 10_000_000, where=where)
+    where = "nobox.iterative_fgsm"
     lo, hi = float(clip[0]), float(clip[1])
     if not lo < hi:
         raise ValueError(param_error("clip", where, "(low, high) with low < high", clip))
@@ -230,6 +234,9 @@ def ila_projection(surrogate: NoBoxSurrogate, x: torch.Tensor, x_ref: torch.Tens
         return ((surrogate.encode(x_adv).flatten(1) - h0) * v).sum(1)
 
 
+@validate_params({"surrogate": Instance(NoBoxSurrogate), "images": IMAGES, "labels": LABELS,
+                  "cfg": Optional_(Instance(AttackConfig)), "seed": Seed(),
+                  "return_stage1": Instance(bool)})
 def craft_nobox(
     surrogate: NoBoxSurrogate,
     images: torch.Tensor,
@@ -267,13 +274,8 @@ def craft_nobox(
         When stage 1 leaves the features of some images unchanged (ILA has no direction): those
         images get the stage-1 example projected to the ε-ball.
     """
-    where = "craft_nobox"
-    if not isinstance(surrogate, NoBoxSurrogate):
-        raise TypeError(param_error("surrogate", where, "a NoBoxSurrogate",
-                                    type(surrogate).__name__))
+    where = "nobox.craft_nobox"
     cfg = AttackConfig() if cfg is None else cfg
-    if not isinstance(cfg, AttackConfig):
-        raise TypeError(param_error("cfg", where, "an AttackConfig", type(cfg).__name__))
     x = check_images(images, "images", where)
     y = check_labels(labels, x.shape[0], where)
     ia, ib = two_classes(y, where, min_per_class=1, even=False)
@@ -327,6 +329,7 @@ def craft_nobox(
 
 
 # --------------------------------------------------------------------------- groups
+@validate_params({"labels": LABELS, "group_size": Int(4, 1_000_000), "seed": Seed()})
 def make_groups(labels: torch.Tensor, *, group_size: int = 20,
                 seed: int | torch.Generator | None = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Split a labelled pool into balanced two-class groups, one surrogate each.
@@ -342,9 +345,8 @@ def make_groups(labels: torch.Tensor, *, group_size: int = 20,
     list of (train_idx, attack_idx)
         Index tensors into ``labels``; every image is in exactly one ``attack_idx``.
     """
-    where = "make_groups"
-    y = check_labels(labels, len(labels) if isinstance(labels, torch.Tensor) else -1, where)
-    group_size = check_int(group_size, "group_size", 4, 1_000_000, where=where)
+    where = "nobox.make_groups"
+    y = torch.as_tensor(labels)
     if group_size % 2:
         raise ValueError(param_error("group_size", where, "an even int", group_size))
     per = group_size // 2
@@ -394,6 +396,12 @@ def _run_group(args: tuple) -> torch.Tensor:
     return craft_nobox(sur, x, y, acfg, seed=seed + 1)
 
 
+@validate_params({
+    "images": IMAGES, "labels": LABELS, "group_size": Int(4, 1_000_000),
+    "surrogate_cfg": Optional_(Instance(SurrogateConfig)),
+    "attack_cfg": Optional_(Instance(AttackConfig)), "normalize": NORMALIZE,
+    "seed": Int(0, 2**62), "workers": Int(1, 256), "progress": Optional_(Callable_()),
+})
 def nobox_attack(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -432,19 +440,11 @@ def nobox_attack(
     torch.Tensor
         Adversarial images, same shape, dtype and device as ``images``.
     """
-    where = "nobox_attack"
+    where = "nobox.nobox_attack"
     x = check_images(images, "images", where)
     y = check_labels(labels, x.shape[0], where)
     scfg = SurrogateConfig() if surrogate_cfg is None else surrogate_cfg
     acfg = AttackConfig() if attack_cfg is None else attack_cfg
-    if not isinstance(scfg, SurrogateConfig):
-        raise TypeError(param_error("surrogate_cfg", where, "a SurrogateConfig",
-                                    type(scfg).__name__))
-    if not isinstance(acfg, AttackConfig):
-        raise TypeError(param_error("attack_cfg", where, "an AttackConfig",
-                                    type(acfg).__name__))
-    seed = check_int(seed, "seed", 0, 2**62, where=where)
-    workers = check_int(workers, "workers", 1, 256, where=where)
     groups = make_groups(y, group_size=group_size, seed=seed)
     if scfg.mode == "prototypical":
         smallest = min(len(t) // 2 for t, _ in groups)
@@ -495,6 +495,8 @@ def _predict(victim: Callable, x: torch.Tensor, name: str) -> torch.Tensor:
     return out.long()
 
 
+@validate_params({"victims": Instance(Mapping), "clean": IMAGES, "adv": IMAGES,
+                  "labels": LABELS})
 def evaluate_transfer(
     victims: Mapping[str, Callable[[torch.Tensor], object]],
     clean: torch.Tensor,
@@ -521,8 +523,8 @@ def evaluate_transfer(
         ``success_on_correct`` (share of clean-correct images misclassified after the attack; NaN
         when none is correct).
     """
-    where = "evaluate_transfer"
-    if not isinstance(victims, Mapping) or not victims:
+    where = "nobox.evaluate_transfer"
+    if not victims:
         raise TypeError(param_error("victims", where, "a non-empty dict name -> callable",
                                     type(victims).__name__))
     for k, v in victims.items():

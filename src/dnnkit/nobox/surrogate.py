@@ -40,11 +40,17 @@ from torch import nn
 
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
-    check_choice,
-    check_int,
-    check_positive,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = [
@@ -60,9 +66,20 @@ __all__ = [
 
 MODES = ("prototypical", "rotation", "jigsaw", "naive")
 DEFAULT_ITERS = {"prototypical": 15000, "rotation": 2000, "jigsaw": 5000, "naive": 1000}
-_W = "SurrogateConfig"
+_W = "nobox.SurrogateConfig"
+IMAGES = Tensor(ndim=4, dtype="floating", low=0.0, high=1.0)
+LABELS = Tensor(ndim=1, dtype="integer")
+NORMALIZE = Optional_(Sequence_(Sequence_(Real(), min_len=1, max_len=4096), min_len=2, max_len=2))
 
 
+@validate_params({
+    "mode": Options(*MODES), "n_decoders": Int(1, 4096), "iters": Optional_(Int(0, 10_000_000)),
+    "lr": Real(0.0, 10.0, closed="right"), "width": Int(1, 4096), "n_stages": Int(0, 8),
+    "downsample": Instance(bool), "n_res_blocks": Int(0, 64), "stem_kernel": Int(1, 15),
+    "decoder_width": Optional_(Int(1, 4096)), "flip": Instance(bool),
+    "jigsaw": Options("halves", "shuffle"), "jigsaw_grid": Int(2, 64),
+    "batch_size": Optional_(Int(2, 1_000_000)),
+})
 @dataclass(frozen=True)
 class SurrogateConfig:
     """How to build and train one surrogate (defaults: the paper's ImageNet setting).
@@ -117,28 +134,8 @@ class SurrogateConfig:
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        check_choice(self.mode, "mode", MODES, where=_W)
-        check_int(self.n_decoders, "n_decoders", 1, 4096, where=_W)
-        if self.iters is not None:
-            check_int(self.iters, "iters", 0, 10_000_000, where=_W)
-        lr = check_positive(self.lr, "lr", where=_W)
-        if lr > 10:
-            raise ValueError(param_error("lr", _W, "a float in (0, 10]", self.lr))
-        check_int(self.width, "width", 1, 4096, where=_W)
-        check_int(self.n_stages, "n_stages", 0, 8, where=_W)
-        check_int(self.n_res_blocks, "n_res_blocks", 0, 64, where=_W)
-        check_int(self.stem_kernel, "stem_kernel", 1, 15, where=_W)
         if self.stem_kernel % 2 == 0:
             raise ValueError(param_error("stem_kernel", _W, "an odd int", self.stem_kernel))
-        if self.decoder_width is not None:
-            check_int(self.decoder_width, "decoder_width", 1, 4096, where=_W)
-        for name in ("flip", "downsample"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(param_error(name, _W, "a bool", getattr(self, name)))
-        check_choice(self.jigsaw, "jigsaw", ("halves", "shuffle"), where=_W)
-        check_int(self.jigsaw_grid, "jigsaw_grid", 2, 64, where=_W)
-        if self.batch_size is not None:
-            check_int(self.batch_size, "batch_size", 2, 1_000_000, where=_W)
 
     @property
     def n_iters(self) -> int:
@@ -249,6 +246,8 @@ def fused_from_separate(decoders: Sequence[nn.Sequential]) -> nn.Module:
     return fused
 
 
+@validate_params({"in_channels": Int(1, 4096), "cfg": Instance(SurrogateConfig),
+                  "normalize": NORMALIZE})
 class NoBoxSurrogate(nn.Module):
     """Encoder ``E`` and decoder(s) ``D_k``; images in [0, 1], optional internal normalisation.
 
@@ -261,10 +260,6 @@ class NoBoxSurrogate(nn.Module):
     def __init__(self, in_channels: int, cfg: SurrogateConfig,
                  normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         super().__init__()
-        check_int(in_channels, "in_channels", 1, 4096, where="NoBoxSurrogate")
-        if not isinstance(cfg, SurrogateConfig):
-            raise TypeError(param_error("cfg", "NoBoxSurrogate", "a SurrogateConfig",
-                                        type(cfg).__name__))
         self.cfg = cfg
         self.encoder = _encoder(in_channels, cfg)
         if cfg.mode == "prototypical":
@@ -416,6 +411,9 @@ def two_classes(y: torch.Tensor, where: str, *, min_per_class: int = 2,
     return ia, ib
 
 
+@validate_params({"images": IMAGES, "labels": Optional_(LABELS),
+                  "cfg": Optional_(Instance(SurrogateConfig)), "normalize": NORMALIZE,
+                  "seed": Seed()})
 def train_surrogate(
     images: torch.Tensor,
     labels: torch.Tensor | None = None,
@@ -452,10 +450,8 @@ def train_surrogate(
         balanced classes of >= 2 images, or ``n_decoders > n_a * n_b``; jigsaw grid not dividing
         the image size; an image size not divisible by the encoder's down-sampling factor.
     """
-    where = "train_surrogate"
+    where = "nobox.train_surrogate"
     cfg = SurrogateConfig() if cfg is None else cfg
-    if not isinstance(cfg, SurrogateConfig):
-        raise TypeError(param_error("cfg", where, "a SurrogateConfig", type(cfg).__name__))
     x = check_images(images, "images", where)
     n, c, h, w = x.shape
     r = cfg.reduction
