@@ -31,6 +31,7 @@ BatchNorm on batches of 2).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,10 +62,12 @@ __all__ = [
     "jigsaw_shuffle",
     "prototype_pairs",
     "random_rotation",
+    "surrogate_flops",
     "train_surrogate",
 ]
 
 MODES = ("prototypical", "rotation", "jigsaw", "naive")
+CPU_FLOPS = 30e9          # sustained single-core convolution throughput assumed for estimates
 DEFAULT_ITERS = {"prototypical": 15000, "rotation": 2000, "jigsaw": 5000, "naive": 1000}
 _W = "nobox.SurrogateConfig"
 IMAGES = Tensor(ndim=4, dtype="floating", low=0.0, high=1.0)
@@ -310,6 +313,32 @@ def _reinit(model: nn.Module, gen: torch.Generator) -> None:
                     nn.init.uniform_(m.bias, -bound, bound, generator=gen)
 
 
+def surrogate_flops(cfg: SurrogateConfig, shape: tuple[int, int, int]) -> float:
+    """Multiply-adds x 2 of one surrogate forward pass on one image of ``shape`` (C, H, W)."""
+    c, h, w = shape
+    k = cfg.stem_kernel
+    flops = 2.0 * h * w * c * cfg.width * k * k
+    ch, r = cfg.width, 1
+    for _ in range(cfg.n_stages):
+        r *= 2 if cfg.downsample else 1
+        flops += 2.0 * (h // r) * (w // r) * ch * 2 * ch * 9
+        ch *= 2
+    hh, ww = h // r, w // r
+    flops += cfg.n_res_blocks * 2 * 2.0 * hh * ww * ch * ch * 9
+    mid = cfg.decoder_width or ch // 2
+    if cfg.mode == "prototypical":
+        flops += 2.0 * hh * ww * 9 * (ch * cfg.n_decoders * mid + mid * cfg.n_decoders * c)
+    elif cfg.downsample and cfg.n_stages > 0:
+        for _ in range(cfg.n_stages):
+            hh, ww = 2 * hh, 2 * ww
+            flops += 2.0 * hh * ww * ch * (ch // 2) * 9
+            ch //= 2
+        flops += 2.0 * h * w * ch * c * 9
+    else:
+        flops += 2.0 * h * w * 9 * (ch * mid + mid * c)
+    return flops
+
+
 # --------------------------------------------------------------------------- transformations
 def random_rotation(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Rotate each image by a random multiple of 90 degrees (180 only when H != W)."""
@@ -475,6 +504,13 @@ def train_surrogate(
         check_labels(labels, n, where)
     if n < 2:
         raise ValueError(param_error("images", where, "at least 2 images", n))
+    bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    if x.device.type == "cpu":
+        seconds = 3 * surrogate_flops(cfg, (c, h, w)) * bs * cfg.n_iters / CPU_FLOPS
+        if seconds > 600:
+            warnings.warn(f"train_surrogate: about {seconds / 3600:.1f} h of single-core CPU time "
+                          f"expected ({cfg.n_iters} iterations on {bs} images of {c}x{h}x{w}); "
+                          "consider a GPU or a smaller preset.", UserWarning, stacklevel=2)
     gen = make_generator(seed)
     dev, dt = x.device, x.dtype
     with torch.random.fork_rng(devices=[]):      # default init draws globally: restore it
@@ -495,7 +531,6 @@ def train_surrogate(
         cls[ib] = 1
         x, cls = x[torch.cat([ia, ib])], cls[torch.cat([ia, ib])]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    bs = n if cfg.batch_size is None else min(cfg.batch_size, n)
     model.train()
     for _ in range(cfg.n_iters):
         if bs < n:
