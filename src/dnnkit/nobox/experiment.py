@@ -58,7 +58,8 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         return cls(n_classes=4, per_class=5, iters=60, stage1_iters=20, ila_iters=20,
-                   step=4 / 255, victim_epochs=8, pgd_steps=10, n_decoders=6)
+                   step=4 / 255, victim_epochs=8, pgd_steps=10, n_decoders=6,
+                   supervised_epochs=30)
 
 
 def _victims(x: torch.Tensor, y: torch.Tensor, cfg: Config, seed: int) -> dict:
