@@ -29,6 +29,7 @@ from dnnkit.nobox import (
     preset,
     train_surrogate,
 )
+from dnnkit.nobox.data import load_image_folder
 
 
 def _tiny():
@@ -85,4 +86,6 @@ def examples() -> list[Example]:
         Example(nobox_attack, args=(x, y), kwargs={"group_size": 3}, raises=ValueError,
                 param="group_size"),
         Example(evaluate_transfer, args=({"v": 1}, x, x, y), raises=TypeError, param="victims"),
+        Example(load_image_folder, args=("/nonexistent/dnnkit/nobox",), raises=ValueError,
+                param="root"),
     ]

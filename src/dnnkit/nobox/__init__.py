@@ -18,6 +18,10 @@ Public API
 - :func:`evaluate_transfer` - clean / adversarial accuracy of victims given as plain callables.
 - :func:`preset` - settings for 8x8 digits, 32x32 colour and 224x224 ImageNet-size images.
 
+More: ``dnnkit.nobox.data.load_image_folder`` (the paper's ImageNet sampling on a local
+``root/<class>/<image>`` folder), ``dnnkit.nobox.attack.make_groups`` (two-class groups),
+``dnnkit.nobox.surrogate.fused_from_separate`` (the K-decoder identity).
+
 Example
 -------
 >>> import torch
