@@ -330,8 +330,8 @@ def surrogate_flops(cfg: SurrogateConfig, shape: tuple[int, int, int]) -> float:
         flops += 2.0 * hh * ww * 9 * (ch * cfg.n_decoders * mid + mid * cfg.n_decoders * c)
     elif cfg.downsample and cfg.n_stages > 0:
         for _ in range(cfg.n_stages):
+            flops += 2.0 * hh * ww * ch * (ch // 2) * 9       # transposed: per input pixel
             hh, ww = 2 * hh, 2 * ww
-            flops += 2.0 * hh * ww * ch * (ch // 2) * 9
             ch //= 2
         flops += 2.0 * h * w * ch * c * 9
     else:
