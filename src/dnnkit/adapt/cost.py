@@ -4,8 +4,13 @@ Costs are bit-weighted multiply-accumulates, always as a ratio to float32 (32 bi
 
 * quantized forward cost of one trace record ``C_q = sum_l d_l (M_l wl_l + O_l)``, float32 cost
   ``C_32 = sum_l 32 M_l`` (``M_l`` MACs of layer ``l``, ``d_l`` its weight density);
-* push-down/push-up overhead ``O_l = 32 interval / (lb_l A) [3 P_l beta_l res_l d_l +
-  (lb_l + 1) P_l + 1]``, ``beta_l = 2 log2(wl_l - 8)`` if ``wl_l > 8`` else 1;
+* push-down/push-up overhead, official (``official_macs=True``):
+  ``O_l = 32 interval / (lb_l A) [3 P_l beta_l res_l d_l + (lb_l + 1) P_l + 1]`` with
+  ``beta_l = 2 log2(wl_l - 8)`` if ``wl_l > 8`` else 1 bisection steps, charged against one
+  sample's forward pass. Corrected (default): per optimizer step the forward pass costs
+  ``A B M_l wl_l`` and the heuristics ``32 [beta_l (3 P_l + res_l) d_l + (lb_l + 1) P_l + 1] /
+  lb_l`` (a histogram is linear in the tensor size ``P_l`` plus ``res_l`` for the divergence,
+  not their product; push-down runs once per lookback window);
 * training speed-up ``2 sum C_32 / (sum C_q + sum C_32)`` (backward and update at float32);
 * inference speed-up ``sum 32 M_l / sum d_l wl_l M_l`` at the final record;
 * model size ``(sum_l wl_l / 32 L) mean_l d_l`` (official, unweighted) and the
@@ -23,7 +28,17 @@ from torch import nn
 
 from dnnkit.adapt.training import AdaPTModel, LayerRecord
 from dnnkit.core.hooks import eval_mode, registered_hooks
-from dnnkit.core.validation import check_int, check_interval, param_error, suggest
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    check_int,
+    check_interval,
+    param_error,
+    suggest,
+    validate_params,
+)
 
 __all__ = ["PerfReport", "layer_macs", "performance_model"]
 
@@ -106,6 +121,7 @@ def _measure(model: nn.Module, input_shape: Sequence[int], official: bool) -> di
     return found
 
 
+@validate_params({"model": Instance(nn.Module)})
 def layer_macs(model: nn.Module, input_shape: Sequence[int], *,
                official_macs: bool = False) -> dict[str, int]:
     """Multiply-accumulates per sample (batch size does not matter) of every Conv2d / Linear / BatchNorm layer.
@@ -125,9 +141,12 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int], *,
     return {k: v.macs for k, v in _measure(model, input_shape, official_macs).items()}
 
 
+@validate_params({"model": Instance(nn.Module), "batch_size": Int(1, 1_000_000),
+                  "accumulation_steps": Int(1, 1_000_000), "log_interval": Int(1, 1_000_000),
+                  "iso_fraction": Optional_(Real(0.0, 1.0, closed="right"))})
 def performance_model(model: nn.Module, input_shape: Sequence[int],
                       trace: Sequence[Mapping[str, LayerRecord]], *,
-                      accumulation_steps: int = 1, log_interval: int = 1,
+                      batch_size: int = 1, accumulation_steps: int = 1, log_interval: int = 1,
                       official_macs: bool = False, include_overhead: bool = True,
                       iso_fraction: float | None = None) -> PerfReport:
     """Turn a precision/sparsity trace into AdaPT's analytical speed-ups and size ratio.
@@ -141,6 +160,9 @@ def performance_model(model: nn.Module, input_shape: Sequence[int],
     trace : sequence of {layer name: LayerRecord}
         ``AdaPTSGD.trace()``; every ``log_interval``-th record is used (the official code logs
         every 10 steps).
+    batch_size : int
+        Samples per mini-batch ``B`` (corrected model only; the official model charges one
+        sample's forward pass per record).
     accumulation_steps : int
         Mini-batches per optimizer step ``A``.
     official_macs : bool
@@ -166,6 +188,7 @@ def performance_model(model: nn.Module, input_shape: Sequence[int],
     where = "adapt.performance_model"
     check_int(accumulation_steps, "accumulation_steps", 1, 1_000_000, where=where)
     check_int(log_interval, "log_interval", 1, 1_000_000, where=where)
+    check_int(batch_size, "batch_size", 1, 1_000_000, where=where)
     if iso_fraction is not None:
         check_interval(iso_fraction, "iso_fraction", 0.0, 1.0, closed="right", where=where)
     if isinstance(trace, Mapping) or not isinstance(trace, Sequence) or len(trace) == 0:
@@ -193,14 +216,19 @@ def performance_model(model: nn.Module, input_shape: Sequence[int],
         for name, r in rec.items():
             lay = layers[name]
             d = 1.0 - r.sparsity
-            o = 0.0
-            if include_overhead:
-                beta = 2.0 * math.log2(r.wl - 8) if r.wl > 8 else 1.0
+            beta = 2.0 * math.log2(r.wl - 8) if r.wl > 8 else 1.0
+            if official_macs:          # official: one sample's forward per record
+                fwd = lay.macs
                 o = (3 * lay.p_size * beta * r.resolution * d + (r.lookback + 1) * lay.p_size + 1)
                 o = 32.0 * o * log_interval / (r.lookback * a)
-                over += o
-            c_q += d * (lay.macs * r.wl + o)
-            c_32 += 32.0 * lay.macs
+            else:                      # per optimizer step: A mini-batches of batch_size samples
+                fwd = lay.macs * batch_size * a
+                o = beta * (3 * lay.p_size + r.resolution) * d + (r.lookback + 1) * lay.p_size + 1
+                o = 32.0 * o / r.lookback
+            o = o if include_overhead else 0.0
+            over += o
+            c_q += d * (fwd * r.wl + o)
+            c_32 += 32.0 * fwd
     train = 2.0 * c_32 / (c_q + c_32)
     final = records[-1]
     inf_q = sum((1.0 - r.sparsity) * r.wl * layers[n].macs for n, r in final.items())

@@ -12,7 +12,16 @@ from typing import Literal
 
 import torch
 
-from dnnkit.core.validation import check_choice, check_int, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Optional_,
+    Options,
+    Tensor,
+    check_choice,
+    check_int,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["FixedPointFormat", "quantize_fixed", "quantize_fixed_ste", "Rounding"]
 
@@ -111,6 +120,12 @@ def _quantize(x: torch.Tensor, fmt: FixedPointFormat, rounding: str,
     return (k * fmt.eps).to(x.dtype)
 
 
+_Q_PARAMS = {"x": Tensor(dtype="floating", nonempty=False), "fmt": Instance(FixedPointFormat),
+             "rounding": Options(*_ROUNDINGS),
+             "generator": Optional_(Instance(torch.Generator))}
+
+
+@validate_params(_Q_PARAMS)
 def quantize_fixed(x: torch.Tensor, fmt: FixedPointFormat, rounding: Rounding = "nearest", *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Quantize ``x`` to the fixed-point grid of ``fmt`` (saturating), spec section 2.
@@ -169,6 +184,7 @@ class _STE(torch.autograd.Function):
         return grad, None
 
 
+@validate_params(_Q_PARAMS)
 def quantize_fixed_ste(x: torch.Tensor, fmt: FixedPointFormat, rounding: Rounding = "stochastic",
                        *, generator: torch.Generator | None = None) -> torch.Tensor:
     """:func:`quantize_fixed` in the forward pass, identity in the backward pass.

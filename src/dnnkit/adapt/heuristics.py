@@ -22,7 +22,19 @@ from typing import Literal
 import torch
 
 from dnnkit.adapt.fixed_point import FixedPointFormat, _check_fmt, _check_x, _quantize
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 
 __all__ = [
     "histogram_divergence",
@@ -69,6 +81,8 @@ def _divergence(p: torch.Tensor, q: torch.Tensor, kind: str) -> float:
     return float((q.exp() * (q - p)).sum() / p.numel())
 
 
+@validate_params({"w": Tensor(dtype="floating"), "w_hat": Tensor(dtype="floating"),
+                  "bins": Int(1, 100_000), "kind": Options(*DIVERGENCES)})
 def histogram_divergence(w: torch.Tensor, w_hat: torch.Tensor, bins: int, *,
                          kind: Divergence = "kl", clip_outside: bool = True) -> float:
     """Divergence between the histograms of ``w`` and its quantized copy ``w_hat``.
@@ -203,6 +217,11 @@ def _push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, fl_floor
     return FixedPointFormat(wl, fl, fmt.symmetric)
 
 
+@validate_params({"w": Tensor(dtype="floating", finite=False),
+                  "fmt": Instance(FixedPointFormat),
+                  "resolution": Int(1, 100_000), "fl_floor": Int(0, 32),
+                  "tol": Real(0.0, None), "kind": Options(*DIVERGENCES),
+                  "generator": Optional_(Instance(torch.Generator))})
 def push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, *, fl_floor: int = 4,
               tol: float = 0.0, kind: Divergence = "kl", official_bisection: bool = False,
               generator: torch.Generator | None = None) -> FixedPointFormat:
@@ -273,6 +292,9 @@ def _push_up(fmt: FixedPointFormat, gd: float, strategy: str, buffer: int) -> Fi
     return FixedPointFormat(wl, fl, fmt.symmetric)
 
 
+@validate_params({"fmt": Instance(FixedPointFormat),
+                  "grad_diversity": Real(0.0, None, allow_inf=True),
+                  "strategy": Options(*STRATEGIES), "results_buffer": Int(0, 31)})
 def push_up(fmt: FixedPointFormat, grad_diversity: float, *, strategy: Strategy = "min",
             results_buffer: int = 4) -> FixedPointFormat:
     """PushUp: add fractional bits when the gradient diversity is high.

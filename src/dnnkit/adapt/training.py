@@ -29,7 +29,18 @@ from dnnkit.adapt.heuristics import (
 )
 from dnnkit.core.hooks import registered_hooks
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["AdaPTConfig", "AdaPTModel", "AdaPTSGD", "LayerRecord"]
 
@@ -46,6 +57,11 @@ def _check_range(value, name: str) -> tuple[int, int]:
     return lo, hi
 
 
+@validate_params({"wl_init": Int(1, 32), "fl_init": Int(0, 32), "fl_floor": Int(0, 32),
+                  "lookback_momentum": Real(0.0, 1.0), "results_buffer": Int(0, 31),
+                  "strategy": Options(*STRATEGIES), "l1": Real(0.0, None),
+                  "tol": Real(0.0, None), "divergence": Optional_(Options(*DIVERGENCES)),
+                  "seed": Optional_(Int(0, 2**63 - 1))}, where=_W)
 @dataclass(frozen=True)
 class AdaPTConfig:
     """Hyper-parameters of AdaPT (defaults: the official AlexNet/CIFAR-10 configuration).
@@ -174,6 +190,8 @@ def _has_direct_params(m: nn.Module) -> bool:
     return any(True for _ in m.parameters(recurse=False))
 
 
+@validate_params({"model": Instance(nn.Module), "config": Optional_(Instance(AdaPTConfig))},
+                 where="adapt.AdaPTModel")
 class AdaPTModel(nn.Module):
     """Wrap a user's model for simulated fixed-point training (hooks, no rewritten layers).
 
@@ -326,6 +344,9 @@ class _LayerState:
     params: list[tuple[str, nn.Parameter]] = field(default_factory=list)
 
 
+@validate_params({"lr": Real(0.0, 1e6, closed="right"), "momentum": Real(0.0, 1.0),
+                  "dampening": Real(0.0, 1.0), "weight_decay": Real(0.0, 1e6)},
+                 where="adapt.AdaPTSGD")
 class AdaPTSGD(torch.optim.Optimizer):
     """SGD on a float master copy with AdaPT's per-layer precision switching (spec section 3).
 
