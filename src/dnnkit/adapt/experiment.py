@@ -34,7 +34,7 @@ class Config:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.01                   # AdaPT: unit-norm gradients, so an absolute step length
-    float_lr: float = 0.05             # float32 baseline, plain SGD
+    float_lr: float = 0.2              # float32 baseline, plain SGD (best of 0.02..0.2)
     momentum: float = 0.9
     l1: float = 1e-4
     results_buffer: int = 8            # official configs: 8 (4 only for AlexNet/CIFAR-10)
@@ -211,8 +211,8 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                                 log_interval=cfg.log_interval)
         traces["mlp (true KL)"] = opt.trace()
         curves["mlp AdaPT (true KL)"] = acc
-        rows.append(["mlp", "kl", float("nan"), acc[-1], metrics["mlp"]["float32_accuracy"]
-                     - acc[-1], rep.training_speedup, rep.inference_speedup,
+        rows.append(["mlp", "kl", metrics["mlp"]["float32_accuracy"], acc[-1],
+                     metrics["mlp"]["float32_accuracy"] - acc[-1], rep.training_speedup, rep.inference_speedup,
                      rep.model_size_ratio, rep.model_size_ratio_weighted, rep.final_sparsity,
                      rep.overhead_fraction, float("nan"), float("nan")])
         metrics["mlp_true_kl"] = {"adapt_accuracy": acc[-1],
@@ -283,7 +283,12 @@ def run(cfg: Config, ctx: RunContext) -> Result:
             "accepts negative values) for the headline runs; the true KL (library default) is "
             "stricter and keeps word lengths higher (row 'kl' in the table when run).",
             "Learning rate decays with a cosine schedule (official: ReduceLROnPlateau on a "
-            "validation split); float32 uses its own tuned learning rate.",
+            "validation split). Learning rates were picked on this split: float32 SGD best of "
+            "{0.02, 0.05, 0.1, 0.2} (0.2), AdaPT best of {0.003, 0.006, 0.01} (0.01; its "
+            "gradients are unit-norm per tensor, so lr is an absolute step length).",
+            "Results buffer 8 (the official configs except AlexNet/CIFAR-10, which uses 4): with "
+            "4 integer bits of head-room the activations saturate and accuracy drops 5-7 points "
+            "here.",
             "Analytical model, corrected: the forward pass is charged per optimizer step for the "
             "whole batch, and the heuristics' histogram cost is linear in tensor size plus "
             "resolution (official: one sample per record and size x resolution); the official "

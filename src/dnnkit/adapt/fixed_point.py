@@ -108,16 +108,15 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
 def _quantize(x: torch.Tensor, fmt: FixedPointFormat, rounding: str,
               generator: torch.Generator | None) -> torch.Tensor:
     """Unchecked quantizer (internal hot path)."""
-    xw = x.to(_work_dtype(x))
+    wd = _work_dtype(x)
+    xw = x if x.dtype == wd else x.to(wd)
     scaled = xw * (2.0 ** fmt.fl)                    # exact: power-of-two scale
     if rounding == "nearest":
         k = torch.round(scaled)                       # round half to even
-    else:
-        u = torch.rand(scaled.shape, generator=generator, dtype=scaled.dtype,
-                       device=scaled.device)
-        k = torch.floor(scaled + u)                   # P(ceil) = frac(scaled): unbiased
-    k = k.clamp_(float(fmt.qmin), float(fmt.qmax))
-    return (k * fmt.eps).to(x.dtype)
+    else:                                             # floor(x / eps + U[0, 1)): unbiased
+        k = torch.empty_like(scaled).uniform_(generator=generator).add_(scaled).floor_()
+    k.clamp_(float(fmt.qmin), float(fmt.qmax)).mul_(fmt.eps)
+    return k if k.dtype == x.dtype else k.to(x.dtype)
 
 
 _Q_PARAMS = {"x": Tensor(dtype="floating", nonempty=False), "fmt": Instance(FixedPointFormat),

@@ -250,7 +250,7 @@ class AdaPTModel(nn.Module):
         fmt = FixedPointFormat(config.wl_init, config.fl_init)
         self._formats: dict[str, FixedPointFormat] = {n: fmt for n in self._layers}
         self._seed = config.seed
-        self._generators: dict[str, torch.Generator] = {}
+        self._generators: dict[torch.device, torch.Generator] = {}
 
     # -- state ------------------------------------------------------------------------------
     def layer_names(self) -> list[str]:
@@ -294,12 +294,13 @@ class AdaPTModel(nn.Module):
         return self.config.l1 * sum(p.detach().abs().sum() for p in ps)
 
     def generator(self, device: torch.device) -> torch.Generator:
-        """The stochastic-rounding generator for ``device`` (one per device type, seeded)."""
-        key = str(torch.device(device).type)
-        if key not in self._generators:
+        """The stochastic-rounding generator for ``device`` (one per device, seeded)."""
+        gen = self._generators.get(device)
+        if gen is None:
             seed = None if self._seed is None else self._seed + len(self._generators)
-            self._generators[key] = make_generator(seed, device=device)
-        return self._generators[key]
+            gen = make_generator(seed, device=device)
+            self._generators[device] = gen
+        return gen
 
     # -- forward ----------------------------------------------------------------------------
     def _act_format(self, idx: int, name: str) -> FixedPointFormat:
@@ -486,23 +487,24 @@ class AdaPTSGD(torch.optim.Optimizer):
                 touched = True
                 state = self.state[p]
                 master = state["master"]
-                g = p.grad.detach().to(master.dtype)
-                if not bool(torch.isfinite(g).all()):
+                g = p.grad.detach()
+                g = g if g.dtype == master.dtype else g.to(master.dtype)
+                if not math.isfinite(float(g.sum())) and not bool(torch.isfinite(g).all()):
                     raise FloatingPointError(f"Non-finite gradient in parameter '{pname}' of "
                                              f"layer '{name}'.")
                 if cfg.l1 > 0:
-                    g = g + cfg.l1 * torch.sign(p.detach().to(master.dtype))
+                    g = g.add(torch.sign(p.detach()).to(g.dtype), alpha=cfg.l1)
                 fmt = model._formats[name]
                 if cfg.quantize_grads:
                     g = _quantize(g, fmt, "stochastic", model.generator(g.device))
-                if cfg.normalize_grads:
-                    nrm = g.norm()
-                    if nrm > 0:
-                        g = g / nrm
+                gnorm = float(g.norm())
+                if cfg.normalize_grads and gnorm > 0:
+                    g = g / gnorm
+                    gnorm = 1.0
                 heur = (p.ndim > 1) if cfg.official_compat else (i == 0)
                 if heur:
                     st.n += 1
-                    st.norm_sum += 1.0 if cfg.official_compat else float(g.norm())
+                    st.norm_sum += 1.0 if cfg.official_compat else gnorm
                     st.acc = g.clone() if st.acc is None else st.acc.add_(g)
                     norm_sum = float(st.n) if cfg.official_compat else st.norm_sum
                     st.gd = _diversity(norm_sum, float(st.acc.norm()))
@@ -526,9 +528,6 @@ class AdaPTSGD(torch.optim.Optimizer):
                         buf.mul_(mom).add_(d_p, alpha=1 - damp)
                     d_p = d_p.add(buf, alpha=mom) if nesterov else buf
                 master.add_(d_p, alpha=-lr)
-                if not bool(torch.isfinite(master).all()):
-                    raise FloatingPointError(f"Non-finite master weights in parameter "
-                                             f"'{pname}' of layer '{name}' after the update.")
             if touched:
                 self._write_back(name)
             f = model._formats[name]
