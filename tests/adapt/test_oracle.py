@@ -117,3 +117,17 @@ def test_macs_equal_thop_totals():
     macs, _ = thop.profile(convlin, inputs=(torch.zeros(1, 3, 16, 16),), verbose=False)
     # thop counts conv/linear MACs exactly like the standard formula (ReLU/Flatten: 0)
     assert int(macs) == ours["0"] + ours["3"] + ours["6"] + ours["8"]
+
+
+@pytest.mark.slow
+def test_nearest_equals_qtorch_when_installed():
+    """qtorch (the official implementation's library) JIT-compiles a C++ extension on first
+    import; it is not a CI dependency, so this check runs only where it is installed."""
+    qt = pytest.importorskip("qtorch.quant")
+    for wl, fl in [(8, 4), (16, 8), (6, 2), (12, 10)]:
+        fmt = FixedPointFormat(wl, fl)
+        x = _values(fmt, 5_000)
+        assert torch.equal(quantize_fixed(x, fmt, "nearest"),
+                           qt.fixed_point_quantize(x, wl, fl, rounding="nearest"))
+        q = qt.fixed_point_quantize(x, wl, fl, rounding="stochastic")
+        assert torch.equal(q / fmt.eps, (q / fmt.eps).round())
