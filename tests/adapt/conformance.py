@@ -31,11 +31,13 @@ def examples() -> list[Example]:
     rec = {"0": LayerRecord(16, 8, 25, 50, 0.0), "2": LayerRecord(12, 6, 25, 50, 0.1)}
     return [
         Example(FixedPointFormat, args=(8, 4)),
-        Example(quantize_fixed, args=(x, fmt), kwargs={"rounding": "nearest"}),
+        Example(quantize_fixed, args=(x, fmt), kwargs={"rounding": "nearest",
+                                                       "generator": torch.Generator()}),
         Example(quantize_fixed_ste, args=(x, fmt), kwargs={"rounding": "stochastic",
                                                            "generator": torch.Generator()}),
         Example(histogram_divergence, args=(x, x.clone(), 8), kwargs={"kind": "kl"}),
-        Example(push_down, args=(x, fmt, 10), kwargs={"fl_floor": 2, "tol": 0.0, "kind": "kl"}),
+        Example(push_down, args=(x, fmt, 10), kwargs={"fl_floor": 2, "tol": 0.0, "kind": "kl",
+                                                        "generator": torch.Generator()}),
         Example(push_up, args=(fmt, 2.0), kwargs={"strategy": "min", "results_buffer": 4}),
         Example(AdaPTConfig, kwargs={"wl_init": 8, "fl_init": 4, "fl_floor": 4,
                                      "lookback_momentum": 0.33, "results_buffer": 4,
