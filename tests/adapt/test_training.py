@@ -183,3 +183,39 @@ def test_bad_inputs():
     net[0].weight.data[0, 0, 0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="layer '0'"):
         AdaPTSGD(AdaPTModel(net), lr=0.1)
+
+
+def _train_steps(model, opt, x, y, n=4):
+    for _ in range(n):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step(loss=loss)
+
+
+def test_follows_float64_model():
+    x, y = _data()
+    net = _net().double()
+    model = AdaPTModel(net, AdaPTConfig(seed=0, lookback=(2, 3)))
+    opt = AdaPTSGD(model, lr=0.01)
+    _train_steps(model, opt, x.double(), y)
+    assert all(p.dtype == torch.float64 for p in net.parameters())
+    assert opt.master(net[0].weight).dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_stays_on_device():
+    x, y = _data()
+    net = _net().cuda()
+    model = AdaPTModel(net, AdaPTConfig(seed=0, lookback=(2, 3)))
+    opt = AdaPTSGD(model, lr=0.01)
+    _train_steps(model, opt, x.cuda(), y.cuda())
+    assert all(p.is_cuda for p in net.parameters())
+    from dnnkit.adapt import quantize_fixed
+
+    xs = torch.randn(1000, device="cuda") * 3
+    fmt = FixedPointFormat(8, 4)
+    ref = torch.fake_quantize_per_tensor_affine(xs, 2.0 ** -4, 0, fmt.qmin, fmt.qmax)
+    assert torch.equal(quantize_fixed(xs, fmt), ref)
+    with pytest.raises(ValueError, match="'generator'"):
+        quantize_fixed(xs, fmt, "stochastic", generator=torch.Generator())
