@@ -124,7 +124,7 @@ def _measure(model: nn.Module, input_shape: Sequence[int], official: bool) -> di
 @validate_params({"model": Instance(nn.Module)})
 def layer_macs(model: nn.Module, input_shape: Sequence[int], *,
                official_macs: bool = False) -> dict[str, int]:
-    """Multiply-accumulates per sample (batch size does not matter) of every Conv2d / Linear / BatchNorm layer.
+    """Multiply-accumulates per sample of every Conv2d / Linear / BatchNorm layer.
 
     The model runs once on ``zeros(input_shape)`` (eval mode, no grad, hooks removed after).
     Standard counts: conv ``H_out W_out C_out C_in/groups k_h k_w``, linear
@@ -143,12 +143,13 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int], *,
 
 @validate_params({"model": Instance(nn.Module), "batch_size": Int(1, 1_000_000),
                   "accumulation_steps": Int(1, 1_000_000), "log_interval": Int(1, 1_000_000),
-                  "iso_fraction": Optional_(Real(0.0, 1.0, closed="right"))})
+                  "iso_fraction": Optional_(Real(0.0, 1.0, closed="right")),
+                  "final_records": Int(1, 10_000_000)})
 def performance_model(model: nn.Module, input_shape: Sequence[int],
                       trace: Sequence[Mapping[str, LayerRecord]], *,
                       batch_size: int = 1, accumulation_steps: int = 1, log_interval: int = 1,
                       official_macs: bool = False, include_overhead: bool = True,
-                      iso_fraction: float | None = None) -> PerfReport:
+                      iso_fraction: float | None = None, final_records: int = 1) -> PerfReport:
     """Turn a precision/sparsity trace into AdaPT's analytical speed-ups and size ratio.
 
     Parameters
@@ -169,6 +170,9 @@ def performance_model(model: nn.Module, input_shape: Sequence[int],
         The official (non-standard) MAC formulas, see :func:`layer_macs`.
     include_overhead : bool
         Charge the heuristics' cost ``O_l``.
+    final_records : int
+        The final-state metrics (inference speed-up, model sizes, sparsity) are averaged over
+        the last ``final_records`` used records (official: 1, the last record).
     iso_fraction : float, optional
         Fraction of the training needed to reach the float32 target accuracy: the iso-accuracy
         speed-up is ``training_speedup / iso_fraction``.
@@ -230,19 +234,25 @@ def performance_model(model: nn.Module, input_shape: Sequence[int],
             c_q += d * (fwd * r.wl + o)
             c_32 += 32.0 * fwd
     train = 2.0 * c_32 / (c_q + c_32)
-    final = records[-1]
-    inf_q = sum((1.0 - r.sparsity) * r.wl * layers[n].macs for n, r in final.items())
-    inf_32 = sum(32.0 * layers[n].macs for n in final)
-    dens = [1.0 - r.sparsity for r in final.values()]
-    size = sum(r.wl for r in final.values()) / (32.0 * len(final)) * (sum(dens) / len(dens))
-    num = sum(layers[n].numel * (1.0 - r.sparsity) * r.wl for n, r in final.items())
-    den = sum(32.0 * layers[n].numel for n in final)
+    inf_s, size_s, size_w, spars = [], [], [], []
+    for final in records[-final_records:]:
+        inf_q = sum((1.0 - r.sparsity) * r.wl * layers[n].macs for n, r in final.items())
+        inf_32 = sum(32.0 * layers[n].macs for n in final)
+        dens = [1.0 - r.sparsity for r in final.values()]
+        inf_s.append(inf_32 / inf_q if inf_q > 0 else math.inf)
+        size_s.append(sum(r.wl for r in final.values()) / (32.0 * len(final))
+                      * (sum(dens) / len(dens)))
+        num = sum(layers[n].numel * (1.0 - r.sparsity) * r.wl for n, r in final.items())
+        den = sum(32.0 * layers[n].numel for n in final)
+        size_w.append(num / den if den > 0 else 0.0)
+        spars.append(1.0 - sum(dens) / len(dens))
+    k = float(len(inf_s))
     return PerfReport(
         training_speedup=train,
         training_speedup_iso=None if iso_fraction is None else train / float(iso_fraction),
-        inference_speedup=inf_32 / inf_q if inf_q > 0 else math.inf,
-        model_size_ratio=size,
-        model_size_ratio_weighted=num / den if den > 0 else 0.0,
-        final_sparsity=1.0 - sum(dens) / len(dens),
+        inference_speedup=sum(inf_s) / k,
+        model_size_ratio=sum(size_s) / k,
+        model_size_ratio_weighted=sum(size_w) / k,
+        final_sparsity=sum(spars) / k,
         overhead_fraction=over / c_q if c_q > 0 else 0.0,
     )
