@@ -250,8 +250,9 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         curves["mlp AdaPT (true KL)"] = acc
         rows.append(["mlp", "kl", metrics["mlp"]["float32_accuracy"], acc[-1],
                      metrics["mlp"]["float32_accuracy"] - acc[-1], rep.training_speedup,
-                     rep.inference_speedup, float("nan"), rep.model_size_ratio, rep.model_size_ratio_weighted, rep.final_sparsity,
-                     rep.overhead_fraction, float("nan"), float("nan")])
+                     rep.inference_speedup, float("nan"), rep.model_size_ratio,
+                     rep.model_size_ratio_weighted, rep.final_sparsity, rep.overhead_fraction,
+                     float("nan"), float("nan")])
         metrics["mlp_true_kl"] = {"adapt_accuracy": acc[-1],
                                   "final_formats": {n: f"<{r.wl},{r.fl}>"
                                                     for n, r in opt.trace()[-1].items()},
@@ -283,8 +284,9 @@ def run(cfg: Config, ctx: RunContext) -> Result:
               f"sparsity averaged over the last {cfg.final_fraction:.0%} of training; last two "
               "columns: official model)",
               ["model", "divergence", "fp32 acc", "AdaPT acc", "drop", "train speed-up",
-               "inference speed-up", "inference (last record)", "size (official)", "size (param-weighted)", "sparsity",
-               "overhead", "train (official)", "inference (official)"], rows),
+               "inference speed-up", "inference (last record)", "size (official)",
+               "size (param-weighted)", "sparsity", "overhead", "train (official)",
+               "inference (official)"], rows),
         Table("Final per-layer formats", ["model", "layer", "type", "<WL,FL>", "lookback",
                                           "resolution", "sparsity"], fmt_rows),
         Table("Paper (AlexNet / ResNet-20, CIFAR-10/100; arXiv v4 abstract)",
