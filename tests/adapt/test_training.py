@@ -143,6 +143,11 @@ def test_cost_model_sanity_case():
     r = performance_model(net, (1, 1, 8, 8), [half], include_overhead=False, iso_fraction=0.5)
     assert r.inference_speedup == pytest.approx(2.0) and r.model_size_ratio == pytest.approx(0.5)
     assert r.training_speedup_iso == pytest.approx(2 * r.training_speedup)
+    r8 = {n: LayerRecord(8, 4, 25, 50, 0.0) for n in rec}
+    r = performance_model(net, (1, 1, 8, 8), [rec, r8], include_overhead=False, final_records=2)
+    assert r.inference_speedup == pytest.approx((2.0 + 4.0) / 2)
+    assert r.model_size_ratio == pytest.approx((0.5 + 0.25) / 2)
+    assert performance_model(net, (1, 1, 8, 8), [rec, r8]).inference_speedup == pytest.approx(4)
     r2 = performance_model(net, (1, 1, 8, 8), [rec], batch_size=64)
     assert 0 < r2.overhead_fraction < 1 and r2.training_speedup < 64 / 48
 
