@@ -614,8 +614,9 @@ def evaluate_abr(policy, env: ABREnv, trace_indices=None) -> dict[str, float]:
         trace_indices = range(len(env.traces))
     rewards, kbps, rebuf, switch, n = [], [], 0.0, [], 0
     counter = _ValidCounter(policy, env.n_actions)
-    for i in trace_indices:
-        log = run_episode(counter, env, i, offset=1)
+    logs = (_lockstep(policy, env, list(trace_indices), counter) if hasattr(policy, "act_batch")
+            else (run_episode(counter, env, i, offset=1) for i in trace_indices))
+    for log in logs:
         rewards += log.rewards
         kbps += log.bitrate_kbps
         rebuf += sum(log.rebuffer_s)
@@ -627,6 +628,33 @@ def evaluate_abr(policy, env: ABREnv, trace_indices=None) -> dict[str, float]:
             "rebuffer_ratio": rebuf / (play + rebuf), "smoothness_mbps":
             float(np.mean(switch)) / 1000.0 if switch else 0.0,
             "valid_fraction": valid / max(n, 1), "decisions": n}
+
+
+def _lockstep(policy, env: ABREnv, indices: list[int], counter) -> list[EpisodeLog]:
+    """Episodes on several traces stepped together; ``policy.act_batch(obs_list)`` decides for
+    all of them at once (same results as one episode at a time for a deterministic policy)."""
+    envs = [ABREnv([env.traces[i]], env.video, train_noise=env.train_noise, seed=k)
+            for k, i in enumerate(indices)]
+    obs = [e.reset(0, offset=1) for e in envs]
+    policy.reset()
+    logs = [EpisodeLog() for _ in envs]
+    done = False
+    while not done:
+        acts = policy.act_batch(obs)
+        for k, (e, a) in enumerate(zip(envs, acts)):
+            if isinstance(a, (np.integer, torch.Tensor)):
+                a = int(a)
+            if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < env.n_actions:
+                counter.invalid += 1
+                a = int(obs[k]["last_level"])
+            obs[k], r, done, info = e.step(a)
+            log = logs[k]
+            log.levels.append(a)
+            log.rewards.append(float(r))
+            log.buffer_s.append(info["buffer_s"])
+            log.rebuffer_s.append(info["rebuffer_s"])
+            log.bitrate_kbps.append(info["bitrate_kbps"])
+    return logs
 
 
 class _ValidCounter:
