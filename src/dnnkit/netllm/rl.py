@@ -350,7 +350,7 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
                 m = b["mask"].to(dev)
                 ce = nn.functional.cross_entropy(logits[m].float(), b["actions"].to(dev)[m])
                 (ce / grad_accum).backward()
-                total += float(ce) / grad_accum
+                total += float(ce.detach()) / grad_accum
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             sched.step()

@@ -165,7 +165,7 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         model.train(was)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0,

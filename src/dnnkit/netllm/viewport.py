@@ -217,7 +217,7 @@ def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         model.train(was)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0}
