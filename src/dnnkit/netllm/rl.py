@@ -335,8 +335,13 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
     policy.train()
     t0 = time.perf_counter()
     step = start
+    # dropout inside the backbone/peft draws from torch's global RNG: fork it and reseed it from
+    # our generator at every step, so runs are reproducible, resumable and leave no trace
+    rng_ctx = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])
+    rng_ctx.__enter__()
     try:
         while step < steps:
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             opt.zero_grad(set_to_none=True)
@@ -369,6 +374,7 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
                                     extra={"hist": hist})
     finally:
         policy.train(was_training)
+        rng_ctx.__exit__(None, None, None)
     if best_state is not None:
         policy.load_state_dict(best_state, strict=False)
     hist["steps"] = step

@@ -155,8 +155,11 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
     t0 = time.perf_counter()
     was = model.training
     model.train()
+    fork = torch.random.fork_rng(devices=[])
+    fork.__enter__()
     try:
         for _ in range(steps):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             idx = torch.randint(len(data), (batch_size,), generator=gen)
@@ -168,5 +171,6 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
             losses.append(float(loss.detach()))
     finally:
         model.train(was)
+        fork.__exit__(None, None, None)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0,
             "final_loss": float(np.mean(losses[-10:])) if losses else float("nan")}

@@ -206,8 +206,11 @@ def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *
     t0 = time.perf_counter()
     was = model.training
     model.train()
+    fork = torch.random.fork_rng(devices=[])
+    fork.__enter__()
     try:
         for _ in range(steps):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             idx = torch.randint(len(x), (batch_size,), generator=gen)
@@ -220,4 +223,5 @@ def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *
             losses.append(float(loss.detach()))
     finally:
         model.train(was)
+        fork.__exit__(None, None, None)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0}
