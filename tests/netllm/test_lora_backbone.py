@@ -13,10 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import need
-
 from dnnkit.netllm import OfflineError, add_lora, load_backbone
 from dnnkit.netllm.backbone import linear_layer_names
+from tests.conftest import need
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

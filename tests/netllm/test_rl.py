@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import need
-
 from dnnkit.netllm import (
     BBA,
     ABREnv,
@@ -33,6 +31,7 @@ from dnnkit.netllm import (
     train_offline_rl,
 )
 from dnnkit.netllm.abr import run_episode
+from tests.conftest import need
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -18,7 +18,18 @@ import numpy as np
 import torch
 
 from dnnkit.core.seeding import make_rng
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    PathArg,
+    Real,
+    Seed,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 
 __all__ = [
     "BITRATES_KBPS",
@@ -102,6 +113,8 @@ class Trace:
         return float(self.mbps.mean())
 
 
+@validate_params({"n": Int(1, 100_000), "max_hold_steps": Int(1, 10_000),
+                  "duration_s": Real(4.0, 1e7), "seed": Seed()})
 def synthetic_traces(n: int, *, mbps_range: tuple[float, float] = (0.5, 5.0),
                      max_hold_steps: int = 5, dt_range: tuple[float, float] = (0.1, 3.5),
                      duration_s: float = 320.0, seed=0) -> list[Trace]:
@@ -162,6 +175,7 @@ def _read_trace_file(path: Path) -> Trace:
     return Trace(data[:, 0], data[:, 1], name=path.name)
 
 
+@validate_params({"path": PathArg()})
 def load_traces(path: str | Path) -> list[Trace]:
     """Read a trace file or a directory of them (sorted by name).
 
@@ -249,6 +263,7 @@ class _Download:
     buffer_ms: float
 
 
+@validate_params({"video": Instance(VideoSizes), "train_noise": Instance(bool), "seed": Seed()})
 class ABREnv:
     """Trace-driven chunk-level streaming simulator (Pensieve's ``fixed_env``/Genet semantics).
 
@@ -419,6 +434,8 @@ class ABRPolicy(Protocol):
     def act(self, obs: dict) -> int: ...
 
 
+@validate_params({"n_levels": Int(1, 1000), "reservoir": Real(0.0, 1e4),
+                  "cushion": Real(0.0, 1e4, closed="right")})
 class BBA:
     """Buffer-based adaptation (Huang et al. 2014): level 0 below ``reservoir`` s, top level at or
     above ``reservoir + cushion`` s, linear (floored) in between."""
@@ -446,6 +463,7 @@ def _harmonic(x) -> float:
     return float(len(x) / np.sum(1.0 / x))
 
 
+@validate_params({"window": Int(1, 1000)})
 class RateBased:
     """Highest level whose bitrate is at most the harmonic mean of the last ``window``
     throughputs (kbps)."""
@@ -463,6 +481,7 @@ class RateBased:
         return int(max(0, np.searchsorted(self.kbps, est, side="right") - 1))
 
 
+@validate_params({"n_levels": Int(1, 1000), "seed": Seed()})
 class RandomPolicy:
     """Uniformly random level (seeded)."""
 
@@ -494,6 +513,8 @@ def mpc_plans(n_levels: int, horizon: int, *, max_jump: int | None = None,
     return plans
 
 
+@validate_params({"video": Instance(VideoSizes), "horizon": Int(1, 7),
+                  "max_jump": Optional_(Int(0, 1000)), "rebuf_penalty": Real(0.0, 1e6)})
 class RobustMPC:
     """RobustMPC (Yin et al. 2015) as in Pensieve's ``mpc.py``.
 
@@ -603,6 +624,7 @@ def run_episode(policy, env: ABREnv, trace_index: int | None = None, *,
     return log
 
 
+@validate_params({"env": Instance(ABREnv)})
 def evaluate_abr(policy, env: ABREnv, trace_indices=None) -> dict[str, float]:
     """Mean linear QoE per chunk over one episode per trace (offset 1, Pensieve's test protocol;
     the first chunk, fetched at the default level, is not a decision and is skipped).

@@ -25,7 +25,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from dnnkit.core.validation import check_int, check_interval, param_error, suggest  # noqa: E402
+from dnnkit.core.validation import (  # noqa: E402
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Sequence_,
+    Str,
+    check_int,
+    check_interval,
+    param_error,
+    suggest,
+    validate_params,
+)
 
 __all__ = ["load_backbone", "add_lora", "minilm_path", "hidden_size", "max_positions",
            "OfflineError", "linear_layer_names"]
@@ -104,6 +116,8 @@ def _available_bytes() -> int:
         return 1 << 62
 
 
+@validate_params({"config": Optional_(Instance(dict)), "causal": Instance(bool),
+                  "dtype": Instance(torch.dtype), "seed": Int(0, 2**63 - 1)})
 def load_backbone(name_or_path: str | os.PathLike | None = None, *, config: dict | None = None,
                   causal: bool = True, dtype: torch.dtype = torch.float32,
                   seed=0) -> tuple[nn.Module, int]:
@@ -203,6 +217,9 @@ def linear_layer_names(model: nn.Module) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, kinds)})
 
 
+@validate_params({"backbone": Instance(nn.Module), "rank": Int(1, 65_536),
+                  "alpha": Real(0.0, 1e6, closed="right"), "dropout": Real(0.0, 1.0, closed="left"),
+                  "target_modules": Optional_(Sequence_(Str()))})
 def add_lora(backbone: nn.Module, *, rank: int = 8, alpha: float = 32, dropout: float = 0.05,
              target_modules: Sequence[str] | None = None) -> nn.Module:
     """Freeze every base weight and wrap ``backbone`` with peft LoRA (spec section 2.4).

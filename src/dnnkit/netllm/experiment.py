@@ -25,8 +25,7 @@ from dnnkit.netllm.abr import (
 )
 from dnnkit.netllm.backbone import add_lora, load_backbone
 from dnnkit.netllm.model import MLPEncoder, MultimodalEncoder, NetLLMPolicy, NetworkingHead
-from dnnkit.netllm.rl import ExperiencePool, NetLLMAgent, ReturnConditionedDataset, \
-    train_offline_rl
+from dnnkit.netllm.rl import ExperiencePool, NetLLMAgent, ReturnConditionedDataset, train_offline_rl
 from dnnkit.netllm.textgen import TextAgent, TextAnswerPolicy, train_text_answers
 from dnnkit.netllm.viewport import (
     LinearRegressionPredictor,

@@ -15,7 +15,7 @@ from collections import deque
 import torch
 from torch import nn
 
-from dnnkit.core.validation import check_int, param_error
+from dnnkit.core.validation import Instance, Int, Options, check_int, param_error, validate_params
 from dnnkit.netllm.backbone import _check_backbone, max_positions
 
 __all__ = ["ScalarEncoder", "SeriesConv1dEncoder", "MLPEncoder", "PrecomputedEmbedding",
@@ -24,6 +24,7 @@ __all__ = ["ScalarEncoder", "SeriesConv1dEncoder", "MLPEncoder", "PrecomputedEmb
 log = logging.getLogger("dnnkit")
 
 
+@validate_params({"features": Int(1, 1 << 16)})
 class ScalarEncoder(nn.Module):
     """``(B, T, 1)`` or ``(B, T)`` scalar -> ``(B, T, F)``: Linear(1, F) + LeakyReLU."""
 
@@ -39,6 +40,8 @@ class ScalarEncoder(nn.Module):
         return self.net(x[..., :1])
 
 
+@validate_params({"length": Int(1, 1 << 16), "features": Int(1, 1 << 16),
+                  "kernel": Int(1, 1 << 16), "channels": Int(1, 1 << 12)})
 class SeriesConv1dEncoder(nn.Module):
     """``(B, T, L)`` series -> ``(B, T, F)``: Conv1d(1, C, kernel) + LeakyReLU + flatten + Linear.
 
@@ -64,6 +67,8 @@ class SeriesConv1dEncoder(nn.Module):
         return self.act(self.proj(h.flatten(1))).reshape(*lead, -1)
 
 
+@validate_params({"in_features": Int(1, 1 << 20), "features": Int(1, 1 << 16),
+                  "hidden": Int(1, 1 << 16)})
 class MLPEncoder(nn.Module):
     """``(B, T, in)`` -> ``(B, T, F)``: a 2-layer MLP (e.g. a flattened 6 x 6 ABR state)."""
 
@@ -80,6 +85,7 @@ class MLPEncoder(nn.Module):
         return self.net(x)
 
 
+@validate_params({"features": Int(1, 1 << 20)})
 class PrecomputedEmbedding(nn.Module):
     """Already-computed features (e.g. ViT image embeddings of size 768) passed through as is."""
 
@@ -96,6 +102,8 @@ class PrecomputedEmbedding(nn.Module):
         return x
 
 
+@validate_params({"encoders": Instance(dict), "d_model": Int(1, 1 << 16),
+                  "max_steps": Int(1, 1 << 20), "layernorm": Instance(bool)})
 class MultimodalEncoder(nn.Module):
     """Task inputs -> token embeddings of the backbone's width (spec section 2.2).
 
@@ -156,6 +164,8 @@ class MultimodalEncoder(nn.Module):
         return self.norm(x.flatten(1, 2))
 
 
+@validate_params({"d_model": Int(1, 1 << 16), "out_dim": Int(1, 1 << 20),
+                  "kind": Options("categorical", "regression"), "bounded": Instance(bool)})
 class NetworkingHead(nn.Module):
     """Replaces the LM head: categorical logits or a (bounded) regression vector."""
 
@@ -192,6 +202,8 @@ def _run_backbone(backbone: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
     return h
 
 
+@validate_params({"backbone": Instance(nn.Module), "encoder": Instance(MultimodalEncoder),
+                  "head": Instance(NetworkingHead), "window": Int(1, 100_000)})
 class NetLLMPolicy(nn.Module):
     """Return-conditioned sequence policy: ``(R_t, s_t^1..s_t^n, a_t)`` tokens per step
     (Decision-Transformer layout, spec 2.4 step 3); the action of step ``t`` is read at its last

@@ -21,10 +21,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnkit.core.checkpoint import load_tensors, load_training_state, save_tensors, \
-    save_training_state
+from dnnkit.core.checkpoint import (
+    load_tensors,
+    load_training_state,
+    save_tensors,
+    save_training_state,
+)
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    PathArg,
+    Real,
+    Seed,
+    Tensor,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 from dnnkit.netllm.model import NetLLMPolicy
 
 __all__ = ["Trajectory", "ExperiencePool", "discount_returns", "ReturnConditionedDataset",
@@ -33,6 +50,8 @@ __all__ = ["Trajectory", "ExperiencePool", "discount_returns", "ReturnConditione
 log = logging.getLogger("dnnkit")
 
 
+@validate_params({"rewards": Tensor(ndim=1), "gamma": Real(0.0, 1.0),
+                  "scale": Real(0.0, None, closed="neither")})
 def discount_returns(rewards, gamma: float = 1.0, scale: float = 1.0) -> torch.Tensor:
     """Returns-to-go ``R_t = sum_{i >= t} gamma^(i-t) r_i``, divided by ``scale`` (the official
     ``discount_returns``; spec 2.4 step 2). ``rewards`` is 1-D."""
@@ -187,6 +206,9 @@ class ExperiencePool:
         return pool
 
 
+@validate_params({"pool": Instance(ExperiencePool), "window": Int(1, 100_000),
+                  "gamma": Real(0.0, 1.0), "return_scale": Real(0.0, 1e12, closed="right"),
+                  "normalize_rewards": Instance(bool)})
 class ReturnConditionedDataset(torch.utils.data.Dataset):
     """Windows of ``window`` consecutive steps with normalised returns-to-go (spec 2.4 step 2-3).
 
@@ -268,6 +290,13 @@ def _trainable_state(policy: nn.Module) -> dict[str, torch.Tensor]:
             if k in names or k == "reward_stats"}
 
 
+@validate_params({"policy": Instance(NetLLMPolicy), "lr": Real(0.0, 10.0, closed="right"),
+                  "weight_decay": Real(0.0, 10.0), "warmup_steps": Int(0, 1 << 30),
+                  "batch_size": Int(1, 1 << 16), "grad_accum": Int(1, 1 << 16),
+                  "clip": Real(0.0, 1e6, closed="right"), "steps": Int(0, 1 << 30),
+                  "time_budget_s": Optional_(Real(0.0, 1e7)), "eval_fn": Optional_(Callable_()),
+                  "eval_every": Int(1, 1 << 30), "checkpoint": Optional_(PathArg()),
+                  "checkpoint_every": Int(1, 1 << 30), "seed": Seed()})
 def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr: float = 1e-4,
                      weight_decay: float = 1e-4, warmup_steps: int = 2000, batch_size: int = 1,
                      grad_accum: int = 32, clip: float = 0.25, steps: int = 1000,
@@ -382,6 +411,9 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
     return hist
 
 
+@validate_params({"policy": Instance(NetLLMPolicy), "target_return": Real(),
+                  "sample": Instance(bool), "seed": Seed(),
+                  "max_return": Optional_(Real())})
 class NetLLMAgent:
     """Adapter from :class:`NetLLMPolicy` to the environment's ``reset()/act(obs)`` protocol.
 

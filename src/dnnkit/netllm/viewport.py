@@ -14,7 +14,19 @@ import torch
 from torch import nn
 
 from dnnkit.core.seeding import make_generator, make_rng
-from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Seed,
+    Tensor,
+    check_int,
+    check_interval,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.netllm.backbone import _check_backbone
 from dnnkit.netllm.model import NetworkingHead, _run_backbone
 
@@ -29,6 +41,8 @@ def wrap_degrees(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + 180.0, 360.0) - 180.0
 
 
+@validate_params({"n_users": Int(1, 100_000), "seconds": Real(0.0, 1e6, closed="right"),
+                  "hz": Int(1, 1000), "seed": Seed()})
 def synthetic_viewports(n_users: int, seconds: float, *, hz: int = 5, seed=0) -> torch.Tensor:
     """Synthetic head-motion traces ``(n_users, seconds * hz, 3)`` (roll, pitch, yaw) degrees.
 
@@ -60,6 +74,8 @@ def synthetic_viewports(n_users: int, seconds: float, *, hz: int = 5, seed=0) ->
     return torch.tensor(out, dtype=torch.float32)
 
 
+@validate_params({"traces": Tensor(ndim=3), "history": Int(1, 100_000),
+                  "horizon": Int(1, 100_000), "stride": Int(1, 100_000)})
 def viewport_windows(traces: torch.Tensor, *, history: int = 10, horizon: int = 20,
                      stride: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut ``(U, N, 3)`` traces into ``(history, horizon)`` pairs: ``x (M, history, 3)``,
@@ -79,6 +95,7 @@ def viewport_windows(traces: torch.Tensor, *, history: int = 10, horizon: int = 
     return torch.cat(xs), torch.cat(ys)
 
 
+@validate_params({"pred": Tensor(), "true": Tensor(), "wrap_yaw": Instance(bool)})
 def viewport_mae(pred: torch.Tensor, true: torch.Tensor, *, wrap_yaw: bool = True) -> float:
     """Mean absolute error in degrees over all samples and the 3 angles; the yaw error is taken
     on the circle (``|wrap(pred - true)|``)."""
@@ -137,6 +154,8 @@ class LinearRegressionPredictor:
         return _rewrap((F @ coef).to(history.dtype))
 
 
+@validate_params({"backbone": Instance(nn.Module), "history": Int(1, 10_000),
+                  "horizon": Int(1, 10_000), "features": Int(1, 1 << 16)})
 class NetLLMPredictor(nn.Module):
     """Adapted LM for VP: each past viewport becomes one token (Linear(3 -> F) + projection,
     timestep embedding, LayerNorm), the backbone runs once, and a bounded regression head reads
@@ -182,6 +201,10 @@ class NetLLMPredictor(nn.Module):
                                                     :]) / ANGLE_SCALE
 
 
+@validate_params({"x": Tensor(ndim=3), "y": Tensor(ndim=3),
+                  "lr": Real(0.0, 10.0, closed="right"), "steps": Int(0, 1 << 30),
+                  "batch_size": Int(1, 1 << 20), "clip": Real(0.0, 1e6, closed="right"),
+                  "time_budget_s": Optional_(Real(0.0, 1e7)), "seed": Seed()})
 def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *,
                      lr: float = 1e-3, steps: int = 300, batch_size: int = 32,
                      clip: float = 1.0, time_budget_s: float | None = None, seed=0) -> dict:
