@@ -219,9 +219,9 @@ def linear_layer_names(model: nn.Module) -> list[str]:
 
 @validate_params({"backbone": Instance(nn.Module), "rank": Int(1, 65_536),
                   "alpha": Real(0.0, 1e6, closed="right"), "dropout": Real(0.0, 1.0, closed="left"),
-                  "target_modules": Optional_(Sequence_(Str()))})
+                  "target_modules": Optional_(Sequence_(Str())), "seed": Int(0, 2**63 - 1)})
 def add_lora(backbone: nn.Module, *, rank: int = 8, alpha: float = 32, dropout: float = 0.05,
-             target_modules: Sequence[str] | None = None) -> nn.Module:
+             target_modules: Sequence[str] | None = None, seed: int = 0) -> nn.Module:
     """Freeze every base weight and wrap ``backbone`` with peft LoRA (spec section 2.4).
 
     ``target_modules=None`` picks the attention projections per family: ``c_attn`` (GPT-2),
@@ -229,7 +229,9 @@ def add_lora(backbone: nn.Module, *, rank: int = 8, alpha: float = 32, dropout: 
     the adapters into ``backbone`` in place (that is peft's contract) and returns the
     ``PeftModel``; ``merge_and_unload()`` gives back a plain model.
 
-    Raises ``ValueError`` listing the available linear layers when no target is found.
+    ``seed`` fixes the random initialisation of the ``A`` matrices (``B`` starts at zero, so
+    the wrapped model equals the base model). Raises ``ValueError`` listing the available linear
+    layers when no target is found.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -269,4 +271,6 @@ def add_lora(backbone: nn.Module, *, rank: int = 8, alpha: float = 32, dropout: 
                          if n.rsplit(".", 1)[-1] in target_modules)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                      target_modules=target_modules, fan_in_fan_out=fan_in_fan_out)
-    return get_peft_model(backbone, cfg)
+    with torch.random.fork_rng(devices=[]):   # peft draws A from the global RNG
+        torch.manual_seed(int(seed))
+        return get_peft_model(backbone, cfg)
