@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from dnnkit.netllm import OfflineError, add_lora, load_backbone
 from dnnkit.netllm.backbone import linear_layer_names
 from tests.conftest import need
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def tiny(seed=0):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -33,7 +31,7 @@ from dnnkit.netllm import (
 from dnnkit.netllm.abr import run_episode
 from tests.conftest import need
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def official_discount_returns(rewards, gamma, scale):

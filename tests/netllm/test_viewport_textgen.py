@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -20,7 +18,7 @@ from dnnkit.netllm import (
 )
 from tests.conftest import need
 
-warnings.filterwarnings("ignore", category=FutureWarning)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def test_mae_wraps_yaw():

@@ -21,6 +21,12 @@ def _state_bytes(params, opt) -> int:
 
 @register_bench("netllm")
 def bench(quick: bool = False) -> list[Timing]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return _bench(quick)
+
+
+def _bench(quick: bool) -> list[Timing]:
     from dnnkit.netllm import (
         BBA,
         ABREnv,
@@ -38,7 +44,6 @@ def bench(quick: bool = False) -> list[Timing]:
         synthetic_traces,
     )
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
     cfg = {"n_layer": 2, "n_embd": 64, "n_head": 4}
     video = VideoSizes.synthetic(seed=7)
     env = ABREnv(synthetic_traces(2, seed=1), video, train_noise=True, seed=0)

@@ -130,12 +130,17 @@ def _decision_rate(agent, env, n_traces: int) -> float:
 
 @register("netllm", paper=PAPER, claim=CLAIM, config=Config, num_threads=1)
 def run(cfg: Config, ctx: RunContext) -> Result:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return _run(cfg, ctx)
+
+
+def _run(cfg: Config, ctx: RunContext) -> Result:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     seed = ctx.seed
     t_start = time.perf_counter()
     video = VideoSizes.synthetic(seed=cfg.video_seed)
