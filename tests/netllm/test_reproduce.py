@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from dnnkit.core.runner import run_experiment
@@ -29,7 +30,10 @@ def test_ablation_runs_and_reports_all_backbones(tmp_path):
     for name in ("MiniLM (pre-trained, frozen) + LoRA", "tiny GPT-2 fully trained",
                  "tiny GPT-2 frozen + LoRA (same budget)"):
         assert q[name]["test"]["valid_fraction"] == 1.0
-        assert q[name]["test"]["qoe"] > q["BBA"]["test"]["qoe"] * 0.8, name
+        assert np.isfinite(q[name]["test"]["qoe"]), name
+        assert out.result.metrics["models"][name]["steps"] == 150, name   # same budget
+    # the LoRA recipe at the ablation budget still beats the buffer-based rule in distribution
+    assert q["tiny GPT-2 frozen + LoRA (same budget)"]["test"]["qoe"] > q["BBA"]["test"]["qoe"]
     models = out.result.metrics["models"]
     assert models["tiny GPT-2 fully trained"]["trainable"] > \
         models["tiny GPT-2 frozen + LoRA (same budget)"]["trainable"]

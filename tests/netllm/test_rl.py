@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,15 @@ def test_agent_plays_valid_episodes():
     env = ABREnv(synthetic_traces(1, seed=2), v)
     log = run_episode(NetLLMAgent(pol, 1.0, sample=True, seed=0), env, 0, offset=1)
     assert len(log.levels) == 47 and all(0 <= a < 6 for a in log.levels)
+
+
+def test_trained_policy_remembers_pool_best_return(pool):
+    ds = ReturnConditionedDataset(pool, window=5, return_scale=10.0)
+    pol = tiny_policy()
+    train_offline_rl(pol, ds, steps=1, batch_size=2, grad_accum=1, warmup_steps=0)
+    assert float(pol.reward_stats[4]) == pytest.approx(ds.max_return)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NetLLMAgent(pol, ds.max_return)
+    with pytest.warns(UserWarning, match="far above"):
+        NetLLMAgent(pol, 3 * ds.max_return)

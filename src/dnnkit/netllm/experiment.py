@@ -73,6 +73,7 @@ class Config:
     ablation: bool = False          # + MiniLM + LoRA and a fully trained tiny transformer
     ablation_steps: int = 150
     ablation_batch_size: int = 8
+    ablation_train_s: float = 900.0  # wall-clock cap per ablation model (steps decide)
     video_seed: int = 7
 
     @classmethod
@@ -113,10 +114,10 @@ def _count(m):
 
 
 def _train(policy, data, cfg: Config, steps: int, batch_size: int, seed: int,
-           eval_fn=None) -> dict:
+           eval_fn=None, cap_s: float = 120.0) -> dict:
     return train_offline_rl(policy, data, lr=cfg.lr, weight_decay=1e-4, warmup_steps=50,
                             batch_size=batch_size, grad_accum=1, clip=0.25, steps=steps,
-                            time_budget_s=cfg.train_s, eval_fn=eval_fn,
+                            time_budget_s=cap_s, eval_fn=eval_fn,
                             eval_every=cfg.eval_every, seed=seed)
 
 
@@ -173,8 +174,9 @@ def _run(cfg: Config, ctx: RunContext) -> Result:
     def valid_qoe(p):
         return evaluate_abr(NetLLMAgent(p, data.max_return), valid_env)["qoe"]
 
-    def fit_eval(name: str, policy: NetLLMPolicy, steps: int, batch_size: int):
-        hist = _train(policy, data, cfg, steps, batch_size, seed, valid_qoe)
+    def fit_eval(name: str, policy: NetLLMPolicy, steps: int, batch_size: int,
+                 cap_s: float = cfg.train_s):
+        hist = _train(policy, data, cfg, steps, batch_size, seed, valid_qoe, cap_s)
         policy.eval()
         qoe[name] = {k: evaluate_abr(NetLLMAgent(policy, data.max_return), e)
                      for k, e in envs.items()}
@@ -196,15 +198,15 @@ def _run(cfg: Config, ctx: RunContext) -> Result:
         mb, md = load_backbone("all-MiniLM-L6-v2")
         fit_eval("MiniLM (pre-trained, frozen) + LoRA",
                  _policy(add_lora(mb, rank=cfg.lora_rank, seed=seed), md, cfg, seed),
-                 cfg.ablation_steps, cfg.ablation_batch_size)
+                 cfg.ablation_steps, cfg.ablation_batch_size, cfg.ablation_train_s)
         fb, fd = _gpt2(cfg, seed)
         fit_eval("tiny GPT-2 fully trained", _policy(fb, fd, cfg, seed), cfg.ablation_steps,
-                 cfg.ablation_batch_size)
+                 cfg.ablation_batch_size, cfg.ablation_train_s)
         if "MiniLM (pre-trained, frozen) + LoRA" in qoe:
             rb, rd = _gpt2(cfg, seed)
             fit_eval("tiny GPT-2 frozen + LoRA (same budget)",
                      _policy(add_lora(rb, rank=cfg.lora_rank, seed=seed), rd, cfg, seed),
-                     cfg.ablation_steps, cfg.ablation_batch_size)
+                     cfg.ablation_steps, cfg.ablation_batch_size, cfg.ablation_train_s)
 
     # 4. answer generation: same backbone family, LM head over digits, greedy text
     tb, td = _gpt2(cfg, seed)

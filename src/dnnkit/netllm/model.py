@@ -257,8 +257,8 @@ class NetLLMPolicy(nn.Module):
                           UserWarning, stacklevel=2)
             self.window = max(new, 1)
         # normalisation used to turn raw rewards into returns-to-go (set by the trainer/dataset)
-        self.register_buffer("reward_stats", torch.tensor([0.0, 1.0, 1.0, 1.0]))  # min, max,
-        # scale, gamma
+        # reward min, max, return scale, gamma, best return-to-go of the pool (set by training)
+        self.register_buffer("reward_stats", torch.tensor([0.0, 1.0, 1.0, 1.0, float("nan")]))
         self.reset()
 
     # -- training-time forward -------------------------------------------------------------
@@ -346,5 +346,5 @@ class NetLLMPolicy(nn.Module):
 
     def normalize_reward(self, r: float) -> float:
         """Raw reward -> the units of the returns-to-go the policy was trained on."""
-        lo, hi, scale, _ = self.reward_stats.tolist()
+        lo, hi, scale = self.reward_stats.tolist()[:3]
         return (r - lo) / (hi - lo) / scale

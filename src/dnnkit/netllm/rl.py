@@ -342,7 +342,7 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
     p0 = next(policy.parameters())
     dev = p0.device
     policy.reward_stats.copy_(torch.tensor([data.reward_min, data.reward_max, data.return_scale,
-                                            data.gamma]))
+                                            data.gamma, data.max_return]))
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -419,7 +419,8 @@ class NetLLMAgent:
 
     Conditions on ``target_return`` (normalised units; default: the pool's maximum return times
     ``target_return_scale``) and updates ``R_{t+1} = R_t - r_t`` with each observed reward
-    (``obs["reward"]``), spec 2.4 step 4.
+    (``obs["reward"]``), spec 2.4 step 4. Warns when the target is more than twice the best
+    return of the pool (``max_return``, default: the one recorded in the policy by training).
     """
 
     def __init__(self, policy: NetLLMPolicy, target_return: float, *, sample: bool = False,
@@ -430,6 +431,8 @@ class NetLLMAgent:
         self.policy = policy
         self.target = check_interval(target_return, "target_return", None, None,
                                      where="netllm.NetLLMAgent")
+        if max_return is None and math.isfinite(float(policy.reward_stats[4])):
+            max_return = float(policy.reward_stats[4])
         if max_return is not None and self.target > 2.0 * max(max_return, 1e-12):
             warnings.warn(f"NetLLMAgent: target return {self.target:.4g} is far above the "
                           f"pool's maximum {max_return:.4g} (out-of-distribution conditioning).",

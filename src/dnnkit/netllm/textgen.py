@@ -147,7 +147,8 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
     steps = check_int(steps, "steps", 0, 1 << 30, where=where)
     batch_size = check_int(batch_size, "batch_size", 1, 1 << 16, where=where)
     model.core.reward_stats.copy_(torch.tensor([data.reward_min, data.reward_max,
-                                                data.return_scale, data.gamma]))
+                                                data.return_scale, data.gamma,
+                                                data.max_return]))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     gen = make_generator(seed)
