@@ -247,3 +247,26 @@ def test_trained_policy_remembers_pool_best_return(pool):
         NetLLMAgent(pol, ds.max_return)
     with pytest.warns(UserWarning, match="far above"):
         NetLLMAgent(pol, 3 * ds.max_return)
+
+
+def test_paper_layout_six_component_tokens():
+    """Official ABR encoder layout: one token per state component (scalars, conv1d series)."""
+    need("peft")
+    v = VideoSizes.synthetic(seed=7)
+    env = ABREnv(synthetic_traces(1, seed=1), v)
+    keys = ["last_bitrate", "buffer", "throughput", "download_time", "next_sizes", "chunks_left"]
+    p6 = ExperiencePool.collect(env, [BBA()], 1, state_keys=keys)
+    ds = ReturnConditionedDataset(p6, window=4, return_scale=10.0)
+    bb, d = load_backbone(None, config={"n_layer": 1, "n_embd": 32, "n_head": 2}, seed=0)
+    torch.manual_seed(0)
+    encs = {"last_bitrate": ScalarEncoder(16), "buffer": ScalarEncoder(16),
+            "throughput": SeriesConv1dEncoder(6, 16, kernel=4),
+            "download_time": SeriesConv1dEncoder(6, 16, kernel=4),
+            "next_sizes": SeriesConv1dEncoder(6, 16, kernel=6), "chunks_left": ScalarEncoder(16)}
+    pol = NetLLMPolicy(add_lora(bb, rank=4), MultimodalEncoder(encs, d, max_steps=64),
+                       NetworkingHead.categorical(d, 6), window=4).eval()
+    assert pol.per_step == 8
+    b = ds.batch([0, 1])
+    assert pol(b["states"], b["actions"], b["returns_to_go"], b["timesteps"]).shape == (2, 4, 6)
+    log = run_episode(NetLLMAgent(pol, ds.max_return), env, 0, offset=1)
+    assert len(log.levels) == 47
