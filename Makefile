@@ -24,11 +24,11 @@ $(BIN)/.core: pyproject.toml
 	$(PIP) install "$(TORCH)" -e .
 	touch $@
 
-# torch first (in the same call) so nothing resolves a multi-GB CUDA build. zennit and
-# torchattacks go in with --no-deps: their declared torchvision requirement would replace torch.
+# torch first (in the same call) so nothing resolves a multi-GB CUDA build. zennit, torchattacks
+# and torchdistill go in with --no-deps: their declared torchvision requirement would replace torch.
 $(BIN)/.dev: $(BIN)/.core pyproject.toml
-	$(PIP) install "$(TORCH)" -e ".[dev,oracles,fl,nlp]"
-	$(PIP) install --no-deps zennit==0.5.1 torchattacks==3.5.1
+	$(PIP) install "$(TORCH)" -e ".[dev,oracles,fl,nlp,llm]"
+	$(PIP) install --no-deps zennit==0.5.1 torchattacks==3.5.1 torchdistill==1.1.5
 	touch $@
 
 venv: $(BIN)/.core
