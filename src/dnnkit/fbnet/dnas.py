@@ -21,12 +21,23 @@ import torch.nn.functional as F
 from dnnkit.core.hooks import preserved_mode
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_tensor,
     param_error,
     suggest,
+    validate_params,
 )
 from dnnkit.fbnet.latency import LatencyTable, check_lut_for_log
 from dnnkit.fbnet.space import (
@@ -65,6 +76,9 @@ def sample_gumbel(shape, generator: torch.Generator, device, dtype) -> torch.Ten
     return (-torch.log(-torch.log(u))).to(device=device, dtype=dtype)
 
 
+@validate_params({"logits": Tensor(ndim=2, dtype="floating"), "targets": Tensor(ndim=1, dtype="integer"),
+                  "alpha": Real(0.0, 1e3, closed="right"), "beta": Real(0.0, 1e3),
+                  "form": Options(*LOSS_FORMS)})
 def fbnet_loss(logits: torch.Tensor, targets: torch.Tensor, latency: torch.Tensor | float, *,
                alpha: float = 0.2, beta: float = 0.6, form: str = "paper") -> torch.Tensor:
     """FBNet's latency-aware loss (FBNet eq. 2).
@@ -106,6 +120,9 @@ class Derived:
     seed: int | None
 
 
+@validate_params({"stem": Instance(nn.Module), "head": Instance(nn.Module),
+                  "candidates": Instance(Mapping), "slots": Instance(Sequence),
+                  "lut": Instance(LatencyTable)})
 class SuperNet(nn.Module):
     """FBNet's stochastic super-net (FBNet eqs. 5-7).
 
@@ -195,6 +212,8 @@ class SuperNet(nn.Module):
             noise = sample_gumbel(th.shape, make_generator(generator), th.device, th.dtype)
         return gumbel_softmax_weights(th, tau, noise.to(th), hard)
 
+    @validate_params({"x": Tensor(ndim=4), "tau": Real(0.0, 1e6, closed="right"),
+                      "hard": Instance(bool)}, where="fbnet.SuperNet.forward")
     def forward(self, x: torch.Tensor, tau: float = 1.0, hard: bool = False, *,
                 generator: torch.Generator | None = None,
                 weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +232,8 @@ class SuperNet(nn.Module):
         lat = (m * self.lut_values.to(m.dtype)).sum()
         return self.head(h), lat
 
+    @validate_params({"mode": Options("argmax", "sample"), "n": Int(1, 100_000),
+                      "seed": Optional_(Int(0, 2**63 - 1))}, where="fbnet.SuperNet.derive")
     def derive(self, mode: str = "argmax", n: int = 1, seed: int | None = None) -> Derived:
         """Child architectures: ``argmax theta_l`` per slot, or ``n`` samples of ``P_theta``.
 
@@ -232,6 +253,8 @@ class SuperNet(nn.Module):
         idx = torch.multinomial(p, n, replacement=True, generator=g).T  # [n, L]
         return Derived([[self.candidate_names[int(j)] for j in row] for row in idx], mode, seed)
 
+    @validate_params({"arch": Sequence_(AnyOf(Str(), Int(0, 100_000))), "inherit": Instance(bool)},
+                     where="fbnet.SuperNet.build_child")
     def build_child(self, arch: Sequence[str | int], *, inherit: bool = False) -> nn.Sequential:
         """A plain network for ``arch``: stem, the chosen blocks, head.
 
@@ -252,6 +275,16 @@ class SuperNet(nn.Module):
         return nn.Sequential(stem, *blocks, head).to(p.device)
 
 
+@validate_params({
+    "epochs": Int(1, 100_000), "warmup_epochs": Int(0, 100_000),
+    "tau0": Real(0.0, 1e6, closed="right"), "tau_decay": Real(0.0, 1.0, closed="right"),
+    "w_lr": Real(0.0, 1e3, closed="right"), "w_momentum": Real(0.0, 1.0, closed="left"),
+    "w_weight_decay": Real(0.0, 1.0), "w_cosine": Instance(bool),
+    "theta_lr": Real(0.0, 1e3, closed="right"), "theta_weight_decay": Real(0.0, 1.0),
+    "alpha": Real(0.0, 1e3, closed="right"), "beta": Real(0.0, 1e3),
+    "loss_form": Options(*LOSS_FORMS), "w_split": Real(0.0, 1.0, closed="neither"),
+    "batch_size": Int(1, 1 << 20), "theta_batch_size": Int(1, 1 << 20), "hard": Instance(bool),
+    "seed": Int(0, 2**63 - 1)}, where="fbnet.DNASConfig")
 @dataclass(frozen=True)
 class DNASConfig:
     """Search hyper-parameters; defaults are FBNet's (Sec. 4.1) except batch sizes.
@@ -335,6 +368,9 @@ def _batches(n: int, bs: int, gen: torch.Generator):
     return [perm[i:i + bs] for i in range(0, n, bs)]
 
 
+@validate_params({"supernet": Instance(SuperNet), "x": Tensor(ndim=4, dtype="floating"),
+                  "y": Tensor(ndim=1, dtype="integer"), "config": Optional_(Instance(DNASConfig)),
+                  "callback": Optional_(Callable_())})
 def dnas_search(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor,
                 config: DNASConfig | None = None,
                 callback: Callable[[int, dict], None] | None = None) -> SearchResult:

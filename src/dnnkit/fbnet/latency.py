@@ -19,7 +19,22 @@ import torch
 from dnnkit.core.checkpoint import load_tensors, save_tensors
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error, suggest
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    suggest,
+    validate_params,
+)
 from dnnkit.fbnet.space import (
     BlockFactory,
     LayerSlot,
@@ -36,6 +51,8 @@ MAC_UNITS = {"MAC": 1.0, "kMAC": 1e3, "MMAC": 1e6}
 CYCLE_UNITS = {"cycles": 1.0, "kcycles": 1e3}
 
 
+@validate_params({"names": Sequence_(Str()), "values": Tensor(ndim=2, finite=False),
+                  "unit": Str(), "meta": Instance(dict)}, where="fbnet.LatencyTable")
 @dataclass
 class LatencyTable:
     """Latency of each candidate (columns, ``names``) at each slot (rows): ``values [L, K]``.
@@ -148,6 +165,11 @@ def _build_all(candidates, slots, where):
                    for i, s in enumerate(slots)]
 
 
+@validate_params({"candidates": Instance(Mapping), "slots": Instance(Sequence),
+                  "batch_size": Int(1, 1 << 16), "warmup": Int(0, 100_000),
+                  "runs": Int(1, 100_000), "threads": Optional_(Int(1, 4096)),
+                  "reducer": Options("median", "mean", "min"), "unit": Options(*TIME_UNITS),
+                  "seed": Int(0, 2**63 - 1)})
 def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequence[LayerSlot], *,
                           batch_size: int = 1, warmup: int = 10, runs: int = 50,
                           threads: int | None = 1, reducer: str = "median", unit: str = "us",
@@ -205,6 +227,9 @@ def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequenc
                          "slots": [[s.c_in, s.c_out, s.stride, *s.input_hw] for s in slots]})
 
 
+@validate_params({"candidates": Instance(Mapping), "slots": Instance(Sequence),
+                  "batch_size": Int(1, 1 << 16), "unit": Options(*MAC_UNITS),
+                  "overhead": Real(0.0, 1e12, closed="right")})
 def flops_table(candidates: Mapping[str, BlockFactory], slots: Sequence[LayerSlot], *,
                 batch_size: int = 1, unit: str = "kMAC", overhead: float = 1.0) -> LatencyTable:
     """A deterministic LUT: each candidate's multiply-adds (:func:`count_macs`) plus ``overhead``.
@@ -225,6 +250,9 @@ def flops_table(candidates: Mapping[str, BlockFactory], slots: Sequence[LayerSlo
                          "slots": [[s.c_in, s.c_out, s.stride, *s.input_hw] for s in slots]})
 
 
+@validate_params({"candidates": Instance(Mapping), "slots": Instance(Sequence),
+                  "batch_size": Int(1, 1 << 16), "unit": Options(*CYCLE_UNITS),
+                  "overhead": Real(0.0, 1e12, closed="right")})
 def systolic_table(candidates: Mapping[str, BlockFactory], slots: Sequence[LayerSlot],
                    array=None, *, batch_size: int = 1, unit: str = "cycles",
                    overhead: float = 1.0) -> LatencyTable:

@@ -12,11 +12,16 @@ import torch
 import torch.nn as nn
 
 from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Options,
+    Real,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
-    check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["shift2d", "Shift2d", "shift_offsets", "shift_as_depthwise_weight", "ShiftConvBlock"]
@@ -47,6 +52,12 @@ def _offset_groups(channels: int, kernel_size: int, assignment: str) -> list[tup
     return out
 
 
+_KERNEL = {"kernel_size": Int(1, 31), "dilation": Int(1, 1024),
+           "assignment": Options(*ASSIGNMENTS)}
+
+
+@validate_params({"channels": Int(1, 1 << 20), "kernel_size": Int(1, 31),
+                  "assignment": Options(*ASSIGNMENTS)})
 def shift_offsets(channels: int, kernel_size: int = 3, assignment: str = "modulo") -> torch.Tensor:
     """Per-channel shift ``(dy, dx)`` (in units of the dilation) as an int64 tensor ``[C, 2]``.
 
@@ -66,6 +77,7 @@ def shift_offsets(channels: int, kernel_size: int = 3, assignment: str = "modulo
     return off
 
 
+@validate_params({"x": Tensor(ndim=4, finite=False), **_KERNEL})
 def shift2d(x: torch.Tensor, kernel_size: int = 3, dilation: int = 1,
             assignment: str = "modulo") -> torch.Tensor:
     """Shift each channel of ``x`` by its offset, filling with zeros (Shift, Sec. 3, eq. 3).
@@ -104,7 +116,6 @@ def shift2d(x: torch.Tensor, kernel_size: int = 3, dilation: int = 1,
     """
     where = "fbnet.shift2d"
     _check_kernel(kernel_size, dilation, assignment, where)
-    check_tensor(x, "x", ndim=4, finite=False, where=where)
     n, c, h, w = x.shape
     groups = _offset_groups(c, kernel_size, assignment)
     if c < kernel_size * kernel_size and kernel_size > 1:
@@ -128,6 +139,8 @@ def shift2d(x: torch.Tensor, kernel_size: int = 3, dilation: int = 1,
     return y
 
 
+@validate_params({"channels": Int(1, 1 << 20), "kernel_size": Int(1, 31),
+                  "assignment": Options(*ASSIGNMENTS), "dtype": Instance(torch.dtype)})
 def shift_as_depthwise_weight(channels: int, kernel_size: int = 3, assignment: str = "modulo",
                               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One-hot depthwise kernel ``[C, 1, k, k]`` with ``W[c, 0, a+dy_c, a+dx_c] = 1``.
@@ -145,6 +158,7 @@ def shift_as_depthwise_weight(channels: int, kernel_size: int = 3, assignment: s
     return wgt
 
 
+@validate_params(_KERNEL)
 class Shift2d(nn.Module):
     """Module form of :func:`shift2d` (0 parameters, 0 multiply-adds)."""
 
@@ -161,6 +175,9 @@ class Shift2d(nn.Module):
                f"assignment={self.assignment!r}"
 
 
+@validate_params({"c_in": Int(1, 1 << 16), "c_out": Int(1, 1 << 16), "stride": Int(1, 64),
+                  "expansion": Real(0.0, 64.0, closed="right"), "residual": Instance(bool),
+                  "kernel_size": Int(1, 31), "dilation": Int(1, 1024)})
 class ShiftConvBlock(nn.Module):
     """Conv-shift-conv (CSC) block of ShiftResNet (Shift, Sec. 4, Fig. 3).
 

@@ -14,7 +14,19 @@ import torch
 import torch.nn as nn
 
 from dnnkit.core.hooks import eval_mode, registered_hooks
-from dnnkit.core.validation import check_int, check_interval, param_error, suggest
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Sequence_,
+    Str,
+    check_int,
+    check_interval,
+    param_error,
+    suggest,
+    validate_params,
+)
 from dnnkit.fbnet.shift import ShiftConvBlock
 
 __all__ = ["LayerSlot", "BlockFactory", "FBNetBlock", "fbnet_candidates", "fbnet_macro",
@@ -29,6 +41,8 @@ CANDIDATE_NAMES = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "
 SHIFT_NAMES = ("shift_e1", "shift_e3")
 
 
+@validate_params({"c_in": Int(1, 1 << 16), "c_out": Int(1, 1 << 16), "stride": Int(1, 64),
+                  "input_hw": Sequence_(Int(1, 1 << 14), min_len=2, max_len=2)})
 @dataclass(frozen=True)
 class LayerSlot:
     """One searchable layer: input channels, output channels, stride, input spatial size."""
@@ -118,6 +132,7 @@ def _shift_block(c_in: int, c_out: int, stride: int, *, expansion: int) -> nn.Mo
     return ShiftConvBlock(c_in, c_out, stride, float(expansion), kernel_size=3)
 
 
+@validate_params({"include_shift": Instance(bool), "only": Optional_(Sequence_(Str()))})
 def fbnet_candidates(include_shift: bool = False,
                      only: Sequence[str] | None = None) -> dict[str, BlockFactory]:
     """The candidate blocks of FBNet's Table 2 (``k{3,5}_e{1,3,6}``, ``k{3,5}_e1_g2``, ``skip``).
@@ -189,6 +204,9 @@ FBNET_C_ARCH = ("k3_e1",
                 "k3_e6")
 
 
+@validate_params({"input_size": Int(8, 4096), "num_classes": Int(1, 1 << 20),
+                  "width_mult": Real(0.0, 16.0, closed="right"), "in_channels": Int(1, 1 << 12),
+                  "head_channels": Int(1, 1 << 16)})
 def fbnet_macro(input_size: int = 224, num_classes: int = 1000, width_mult: float = 1.0, *,
                 in_channels: int = 3, head_channels: int = 1984
                 ) -> tuple[nn.Module, list[LayerSlot], nn.Module]:
