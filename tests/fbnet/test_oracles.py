@@ -86,3 +86,13 @@ def test_fbnet_c_child_matches_timm_fbnetc_100():
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert ours.eval()(x).shape == ref.eval()(x).shape == (1, 1000)
+
+
+def test_fbnet_c_child_parameter_count_recorded_from_timm():
+    """timm 1.0.31's ``fbnetc_100`` has 5,572,200 parameters (counted once here with a stubbed
+    torchvision, since timm hard-imports it); the live comparison above runs where timm imports."""
+    stem, slots, head = fbnet_macro(224, 1000, head_channels=1984)
+    cands = fbnet_candidates()
+    blocks = [cands[a](s.c_in, s.c_out, s.stride) for a, s in zip(FBNET_C_ARCH, slots)]
+    ours = torch.nn.Sequential(stem, *blocks, head)
+    assert sum(p.numel() for p in ours.parameters()) == 5_572_200
