@@ -346,7 +346,7 @@ class SearchResult:
     """A search's history (one dict per epoch), final ``theta`` and argmax architecture.
 
     History keys: epoch, tau, ce_w, ce_theta, loss_theta, expected_latency, entropy, theta
-    (list of lists), wall_s (cumulative).
+    (list of lists), wall_s and cpu_s (cumulative wall-clock and process CPU seconds).
     """
 
     history: list[dict]
@@ -355,6 +355,7 @@ class SearchResult:
     arch_latency: float
     wall_s: float
     config: dict = field(default_factory=dict)
+    cpu_s: float = 0.0
 
     def series(self, key: str) -> list:
         if not self.history or key not in self.history[0]:
@@ -432,7 +433,7 @@ def dnas_search(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor,
     t_opt = torch.optim.Adam(supernet.arch_parameters(), lr=config.theta_lr,
                              weight_decay=config.theta_weight_decay)
     history: list[dict] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with preserved_mode(supernet):
         supernet.train()
         for epoch in range(config.epochs):
@@ -472,7 +473,7 @@ def dnas_search(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor,
                    "loss_theta": loss_t, "expected_latency": supernet.expected_latency(),
                    "entropy": supernet.entropy(),
                    "theta": [t.detach().cpu().tolist() for t in supernet.theta],
-                   "wall_s": time.perf_counter() - t0}
+                   "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
             history.append(rec)
             log.debug("fbnet search epoch %d: tau %.3f ce_w %.3f E[LAT] %.4g H %.3f", epoch, tau,
                       rec["ce_w"], rec["expected_latency"], rec["entropy"])
@@ -480,4 +481,5 @@ def dnas_search(supernet: SuperNet, x: torch.Tensor, y: torch.Tensor,
                 callback(epoch, rec)
     arch = supernet.derive("argmax").archs[0]
     return SearchResult(history, [t.detach().cpu().clone() for t in supernet.theta], arch,
-                        supernet.lut.total(arch), time.perf_counter() - t0, asdict(config))
+                        supernet.lut.total(arch), time.perf_counter() - t0, asdict(config),
+                        time.process_time() - c0)
