@@ -222,3 +222,32 @@ def test_search_bad_inputs():
                  LatencyTable(NAMES, torch.ones(3, 3) * 5))
     with pytest.raises(ValueError, match="'tau'"):
         net(x, 0.0)
+
+
+def test_follows_dtype_float64():
+    net, _, _ = tiny_supernet()
+    net = net.double()
+    x, y = toy_data(20)
+    logits, lat = net(x.double(), 1.0)
+    assert logits.dtype == torch.float64 and lat.dtype == torch.float64
+    res = dnas_search(net, x, y, DNASConfig(epochs=2, warmup_epochs=1, batch_size=10,
+                                            theta_batch_size=4))
+    assert all(t.dtype == torch.float64 for t in res.theta)
+    assert all(p.dtype == torch.float64 for p in net.build_child(res.arch).parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_supernet_and_shift():
+    from dnnkit.fbnet import shift2d
+    from dnnkit.fbnet.shift import shift_as_depthwise_weight
+
+    x = torch.randn(2, 18, 6, 6, device="cuda")
+    w = shift_as_depthwise_weight(18, 3).cuda()
+    assert torch.equal(shift2d(x), torch.nn.functional.conv2d(x, w, padding=1, groups=18))
+    net, _, _ = tiny_supernet()
+    net = net.cuda()
+    xs, ys = toy_data(20)
+    res = dnas_search(net, xs, ys, DNASConfig(epochs=2, warmup_epochs=1, batch_size=10,
+                                              theta_batch_size=4))
+    assert res.theta[0].device.type == "cpu" and net.theta[0].device.type == "cuda"
+    assert next(net.build_child(res.arch).parameters()).device.type == "cuda"

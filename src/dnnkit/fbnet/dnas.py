@@ -258,8 +258,9 @@ class SuperNet(nn.Module):
     def build_child(self, arch: Sequence[str | int], *, inherit: bool = False) -> nn.Sequential:
         """A plain network for ``arch``: stem, the chosen blocks, head.
 
-        ``inherit=False`` (FBNet: train the child from scratch) builds fresh blocks and
-        re-initialises copies of stem and head; ``inherit=True`` copies the super-net's weights.
+        On the super-net's device and dtype. ``inherit=False`` (FBNet: train the child from
+        scratch) builds fresh blocks and re-initialises copies of stem and head;
+        ``inherit=True`` copies the super-net's weights.
         """
         idx = self.lut._indices(arch)
         stem, head = copy.deepcopy(self.stem), copy.deepcopy(self.head)
@@ -272,7 +273,7 @@ class SuperNet(nn.Module):
             blocks = [self.factories[self.candidate_names[j]](s.c_in, s.c_out, s.stride)
                       for j, s in zip(idx, self.slots)]
         p = next(iter(self.parameters()))
-        return nn.Sequential(stem, *blocks, head).to(p.device)
+        return nn.Sequential(stem, *blocks, head).to(p.device, p.dtype)
 
 
 @validate_params({
