@@ -251,3 +251,12 @@ def test_cuda_supernet_and_shift():
                                               theta_batch_size=4))
     assert res.theta[0].device.type == "cpu" and net.theta[0].device.type == "cuda"
     assert next(net.build_child(res.arch).parameters()).device.type == "cuda"
+
+
+def test_lut_made_for_other_slots_is_refused():
+    stem, slots, head = tiny()
+    cands = fbnet_candidates(only=NAMES)
+    other = [LayerSlot(4, 4, 1, (8, 8)), LayerSlot(4, 8, 2, (8, 8))]
+    lut = flops_table(cands, other, unit="MAC")
+    with pytest.raises(ValueError, match="made for"):
+        SuperNet(stem, slots, cands, head, lut)

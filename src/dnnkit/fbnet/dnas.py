@@ -164,6 +164,11 @@ class SuperNet(nn.Module):
                                          f"shape {list(lut.shape)}"))
         if lut.names != list(candidates):
             raise ValueError(param_error("lut", where, f"columns {list(candidates)}", lut.names))
+        made_for = lut.meta.get("slots") if isinstance(lut.meta, dict) else None
+        here = [[s.c_in, s.c_out, s.stride, *s.input_hw] for s in slots]
+        if made_for is not None and [list(r) for r in made_for] != here:
+            raise ValueError(param_error("lut", where, f"a table made for these slots {here}",
+                                         f"a table made for {made_for}"))
         for i in range(1, len(slots)):
             prev, cur = slots[i - 1], slots[i]
             if prev.c_out != cur.c_in or prev.output_hw != cur.input_hw:
