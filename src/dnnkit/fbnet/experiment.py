@@ -213,8 +213,10 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     accs = [r[3] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(lats, accs, "o-")
-    for b, la, ac in zip(betas, lats, accs):
-        ax.annotate(f"beta={b:g}", (la, ac), textcoords="offset points", xytext=(4, 4))
+    for i, (b, la, ac) in enumerate(zip(betas, lats, accs)):
+        ax.annotate(f"beta={b:g}", (la, ac), textcoords="offset points",
+                    xytext=(4, 4 - 12 * (i % 2)), fontsize=8)
+    ax.set_xscale("log")
     ax.set_xlabel(f"LUT latency of derived child ({lut.unit})")
     ax.set_ylabel("test accuracy (child from scratch)")
     ax.set_title("FBNet on digits: latency vs accuracy per beta")
