@@ -260,3 +260,12 @@ def test_lut_made_for_other_slots_is_refused():
     lut = flops_table(cands, other, unit="MAC")
     with pytest.raises(ValueError, match="made for"):
         SuperNet(stem, slots, cands, head, lut)
+
+
+def test_measured_table_process_clock_and_bad_clock():
+    _, slots, _ = tiny()
+    cands = fbnet_candidates(only=["k3_e1", "skip"])
+    t = measure_latency_table(cands, slots[:1], warmup=0, runs=2, clock="process")
+    assert t.meta["clock"] == "process" and bool((t.values > 0).all())
+    with pytest.raises(ValueError, match="'clock'"):
+        measure_latency_table(cands, slots[:1], clock="cpu")

@@ -169,16 +169,20 @@ def _build_all(candidates, slots, where):
                   "batch_size": Int(1, 1 << 16), "warmup": Int(0, 100_000),
                   "runs": Int(1, 100_000), "threads": Optional_(Int(1, 4096)),
                   "reducer": Options("median", "mean", "min"), "unit": Options(*TIME_UNITS),
-                  "seed": Int(0, 2**63 - 1)})
+                  "seed": Int(0, 2**63 - 1), "clock": Options("wall", "process")})
 def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequence[LayerSlot], *,
                           batch_size: int = 1, warmup: int = 10, runs: int = 50,
                           threads: int | None = 1, reducer: str = "median", unit: str = "us",
-                          device: str | torch.device = "cpu", seed: int = 0) -> LatencyTable:
+                          device: str | torch.device = "cpu", seed: int = 0,
+                          clock: str = "wall") -> LatencyTable:
     """Measure every candidate at every slot's input shape on ``device`` (FBNet Sec. 3.2).
 
     Each block runs in eval mode under ``no_grad`` on a random input ``[batch, c_in, H, W]``;
     ``warmup`` untimed runs, then ``runs`` timed ones reduced by ``reducer``. ``threads`` pins
     torch's intra-op threads during the measurement (restored afterwards; None = leave).
+    ``clock='process'`` times with the process CPU clock instead of the wall clock: on a shared
+    CPU a wall-clock run that is pre-empted is counted as slow, and longer runs are pre-empted
+    more often, so CPU time is the fairer single-thread measure there (CPU devices only).
 
     Returns
     -------
@@ -194,6 +198,9 @@ def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequenc
     check_choice(reducer, "reducer", ("median", "mean", "min"), where=where)
     check_choice(unit, "unit", tuple(TIME_UNITS), where=where)
     device = torch.device(device)
+    if clock == "process" and device.type != "cpu":
+        raise ValueError(param_error("clock", where, "'wall' on a non-CPU device", clock))
+    now = time.process_time if clock == "process" else time.perf_counter
     slots, blocks = _build_all(candidates, slots, where)
     gen = make_generator(seed)
     old_threads = torch.get_num_threads()
@@ -213,10 +220,10 @@ def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequenc
                     sync()
                     times = []
                     for _ in range(runs):
-                        t0 = time.perf_counter()
+                        t0 = now()
                         block(x)
                         sync()
-                        times.append(time.perf_counter() - t0)
+                        times.append(now() - t0)
                 values[i, j] = red(times) / TIME_UNITS[unit]
     finally:
         torch.set_num_threads(old_threads)
@@ -224,6 +231,7 @@ def measure_latency_table(candidates: Mapping[str, BlockFactory], slots: Sequenc
     return LatencyTable(list(candidates), values, unit,
                         {"source": "measured", "device": str(device), "batch_size": batch_size,
                          "threads": threads, "warmup": warmup, "runs": runs, "reducer": reducer,
+                         "clock": clock,
                          "slots": [[s.c_in, s.c_out, s.stride, *s.input_hw] for s in slots]})
 
 
