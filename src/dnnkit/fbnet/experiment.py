@@ -170,7 +170,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     for beta in track(cfg.betas, description="beta", enabled=ctx.progress):
         torch.manual_seed(ctx.seed)
         stem, slots, head = digits_macro(cfg.width)
-        net = SuperNet(stem, slots, cands, head, lut)
+        net = SuperNet(stem, slots, cands, head, lut).to(ctx.device)
         dcfg = DNASConfig(epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, tau0=cfg.tau0,
                           tau_decay=cfg.tau_decay, w_lr=cfg.w_lr, theta_lr=cfg.theta_lr,
                           alpha=cfg.alpha, beta=float(beta), batch_size=cfg.batch_size,
@@ -190,7 +190,8 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         arch = [cfg.candidates[int(j)] for j in
                 torch.randint(len(cfg.candidates), (len(slots),), generator=gen)]
         torch.manual_seed(ctx.seed + 100 + i)
-        child = SuperNet(*_supernet_args(cfg.width, cands, lut)).build_child(arch)
+        child = SuperNet(*_supernet_args(cfg.width, cands, lut)).to(ctx.device) \
+            .build_child(arch)
         _, dt = _train_child(child, data, cfg, ctx.seed, cfg.epochs)
         child_times.append(dt)
     search_s = sum(r.cpu_s for r in searches.values()) / len(searches)
@@ -201,7 +202,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     shift_rows = []
     for kind in ("conv3x3", "depthwise3x3", "shift"):
         torch.manual_seed(ctx.seed)
-        net = _resnet(kind, 16, cfg.shift_expansion)
+        net = _resnet(kind, 16, cfg.shift_expansion).to(ctx.device)
         acc, _ = _train_child(net, data, cfg, ctx.seed, cfg.shift_epochs)
         shift_rows.append([kind, _nparams(net), acc])
     p_conv, p_dw, p_shift = (r[1] for r in shift_rows)
