@@ -36,7 +36,7 @@ venv: $(BIN)/.core
 # Reproductions use the same environment as the tests: some report their oracle's agreement and
 # some need an extra (Flower for feddip, sacrebleu for seq2seq).
 reproduce: $(BIN)/.dev
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dnnkit reproduce --all --out $(OUT) --no-progress
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dnnkit reproduce --all --jobs $${JOBS:-$$(nproc)} --out $(OUT) --no-progress
 	@echo "report: $(OUT)/index.html"
 
 reproduce-quick: $(BIN)/.dev

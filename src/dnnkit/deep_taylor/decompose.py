@@ -23,7 +23,20 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import registered_hooks
-from dnnkit.core.validation import check_choice, check_interval, check_tensor, find_unsupported
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_interval,
+    check_tensor,
+    find_unsupported,
+    validate_params,
+)
 from dnnkit.deep_taylor.rules import RULES, layer_map, propagate, stabilize
 
 __all__ = ["DTDConfig", "deep_taylor", "SUPPORTED_MODULES"]
@@ -41,6 +54,16 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 SUPPORTED_MODULES: tuple[type, ...] = _LINEAR + _PASS + _SUMPOOL + _MAXPOOL + _IDENTITY + _BN
 
 
+#: Constraint of a ``target`` argument: None, a class index or a (N,) integer tensor.
+TARGET = Optional_(AnyOf(Int(0, 2**31 - 1), Tensor(ndim=(0, 1), dtype="integer", low=0)))
+_BOUND = AnyOf(Real(), Tensor())
+
+
+@validate_params({"first_rule": Options(*RULES), "low": _BOUND, "high": _BOUND,
+                  "hidden_rule": Options("zplus", "epsilon", "z"),
+                  "maxpool": Options("winner_take_all", "proportional"),
+                  "stabilizer": Real(0.0, 1.0, closed="right"),
+                  "check_assumptions": Instance(bool)})
 @dataclass(frozen=True)
 class DTDConfig:
     """Which rule goes where (paper Sec. 4-5).
@@ -156,6 +179,9 @@ def _proportional_maxpool(module: nn.Module, eps: float):
     return _pool_rule(avg, eps)
 
 
+@validate_params({"model": Instance(nn.Module), "x": Tensor(ndim=(2, 3, 4, 5)),
+                  "target": TARGET, "config": Optional_(Instance(DTDConfig)),
+                  "return_layers": Instance(bool)})
 def deep_taylor(
     model: nn.Module,
     x: torch.Tensor,

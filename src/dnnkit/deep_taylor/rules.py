@@ -24,7 +24,17 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dnnkit.core.validation import check_choice, check_tensor
+from dnnkit.core.validation import (
+    AnyOf,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["Rule", "RULES", "stabilize", "layer_map", "propagate", "propagate_linear"]
 
@@ -125,6 +135,10 @@ def propagate(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@validate_params({"a": Tensor(ndim=2), "weight": Tensor(ndim=2), "relevance": Tensor(ndim=2),
+                  "rule": Options(*RULES), "bias": Optional_(Tensor(ndim=1)),
+                  "low": Optional_(AnyOf(Real(), Tensor())),
+                  "high": Optional_(AnyOf(Real(), Tensor())), "eps": Real(0.0, 1.0)})
 def propagate_linear(
     a: torch.Tensor,
     weight: torch.Tensor,
@@ -153,5 +167,9 @@ def propagate_linear(
     check_tensor(weight, "weight", shape=(None, a.shape[1]), where="deep_taylor.propagate_linear")
     check_tensor(relevance, "relevance", shape=(a.shape[0], weight.shape[0]),
                  where="deep_taylor.propagate_linear")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(param_error("bias", "deep_taylor.propagate_linear",
+                                     f"a tensor of shape ({weight.shape[0]},)",
+                                     f"shape {tuple(bias.shape)}"))
     return propagate(lambda x, w, b: F.linear(x, w, b), a, weight, bias, relevance, rule,
                      low=low, high=high, eps=eps)
