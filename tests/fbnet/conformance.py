@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -34,6 +37,14 @@ from dnnkit.fbnet import (
     shift2d,
     systolic_table,
 )
+
+_TMP = Path(tempfile.gettempdir())
+
+
+def _lut_file() -> Path:
+    p = _TMP / "fbnet_conformance_load.json"
+    LatencyTable(["a"], torch.tensor([[2.0]])).save(p)
+    return p
 
 
 def _tiny():
@@ -105,6 +116,21 @@ def examples() -> list[Example]:
         Example(DNASConfig, kwargs={"tau_decay": 1.2}, raises=ValueError, param="tau_decay"),
         Example(DNASConfig, kwargs={"epochs": 3, "warmup_epochs": 3}, raises=ValueError,
                 param="warmup_epochs"),
+        Example(Shift2d(3).forward, args=(x,)),
+        Example(ShiftConvBlock(9, 9).forward, args=(x,)),
+        Example(ShiftConvBlock(9, 9).forward, args=(x[0],), raises=ValueError, param="x"),
+        Example(slots[0].output_shape, kwargs={"batch": 2}),
+        Example(lut.total, args=(["skip"],)),
+        Example(lut.total, args=(["skip", "skip"],), raises=ValueError, param="arch"),
+        Example(lut.total, args=(["skp"],), raises=KeyError),
+        Example(lut.save, args=(str(_TMP / "fbnet_conformance_lut.json"),)),
+        Example(LatencyTable.load, args=(str(_lut_file()),)),
+        Example(LatencyTable.load, args=(str(_TMP / "missing_lut.json"),), raises=ValueError,
+                param="path"),
+        Example(net.mixture_weights, args=(1.0,), kwargs={"hard": True}),
+        Example(net.mixture_weights, args=(1.0,), kwargs={"noise": torch.zeros(3, 2)},
+                raises=ValueError, param="noise"),
+        Example(cfg.tau, args=(3,)),
         Example(dnas_search, args=(net, xs, ys, cfg)),
         Example(dnas_search, args=(net, xs[:1], ys[:1], cfg), raises=ValueError, param="x"),
     ]

@@ -209,10 +209,18 @@ class SuperNet(nn.Module):
         p = torch.stack(self.probabilities()).to(self.lut.values)
         return float((p * self.lut.values).sum())
 
+    @validate_params({"tau": Real(0.0, 1e6, closed="right"),
+                      "generator": Optional_(Instance(torch.Generator)),
+                      "noise": Optional_(Tensor(ndim=2)), "hard": Instance(bool)},
+                     where="fbnet.SuperNet.mixture_weights")
     def mixture_weights(self, tau: float, *, generator: torch.Generator | None = None,
                         noise: torch.Tensor | None = None, hard: bool = False) -> torch.Tensor:
         """Gumbel-softmax weights ``[L, K]`` (noise drawn from ``generator`` unless given)."""
         th = torch.stack(list(self.theta))
+        if noise is not None and tuple(noise.shape) != tuple(th.shape):
+            raise ValueError(param_error("noise", "fbnet.SuperNet.mixture_weights",
+                                         f"a tensor of shape {tuple(th.shape)}",
+                                         f"shape {tuple(noise.shape)}"))
         if noise is None:
             noise = sample_gumbel(th.shape, make_generator(generator), th.device, th.dtype)
         return gumbel_softmax_weights(th, tau, noise.to(th), hard)
@@ -342,6 +350,7 @@ class DNASConfig:
         check_int(self.theta_batch_size, "theta_batch_size", 1, 1 << 20, where=where)
         check_int(self.seed, "seed", 0, 2**63 - 1, where=where)
 
+    @validate_params({"epoch": Int(0, 10**7)}, where="fbnet.DNASConfig.tau")
     def tau(self, epoch: int) -> float:
         """Temperature of epoch ``epoch`` (0-based): ``tau0 * tau_decay ** epoch``."""
         return self.tau0 * self.tau_decay ** epoch

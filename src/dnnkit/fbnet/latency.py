@@ -20,10 +20,12 @@ from dnnkit.core.checkpoint import load_tensors, save_tensors
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
+    AnyOf,
     Instance,
     Int,
     Optional_,
     Options,
+    PathArg,
     Real,
     Sequence_,
     Str,
@@ -118,6 +120,8 @@ class LatencyTable:
                 raise ValueError(param_error("arch", where, "candidate names or indices", a))
         return out
 
+    @validate_params({"arch": Sequence_(AnyOf(Str(), Int(0, 1 << 20)))},
+                     where="fbnet.LatencyTable.total")
     def total(self, arch: Sequence[int | str]) -> float:
         """Latency of an architecture (one choice per slot): the sum of its entries (eq. 4)."""
         idx = self._indices(arch)
@@ -127,6 +131,7 @@ class LatencyTable:
         """The fastest architecture's latency (sum of the row minima)."""
         return float(self.values.min(1).values.sum())
 
+    @validate_params({"path": PathArg()}, where="fbnet.LatencyTable.save")
     def save(self, path: str | Path) -> None:
         """Write ``.json`` (plain lists) or ``.safetensors`` (tensor + JSON metadata)."""
         path = Path(path)
@@ -143,6 +148,8 @@ class LatencyTable:
                                          "a path ending in .json or .safetensors", str(path)))
 
     @classmethod
+    @validate_params({"path": PathArg(must_exist=True, kind="file")},
+                     where="fbnet.LatencyTable.load")
     def load(cls, path: str | Path) -> LatencyTable:
         """Read a table written by :meth:`save`."""
         path = Path(path)

@@ -20,6 +20,7 @@ from dnnkit.core.validation import (
     check_choice,
     check_int,
     check_interval,
+    declares,
     param_error,
     validate_params,
 )
@@ -120,7 +121,7 @@ def shift2d(x: torch.Tensor, kernel_size: int = 3, dilation: int = 1,
     groups = _offset_groups(c, kernel_size, assignment)
     if c < kernel_size * kernel_size and kernel_size > 1:
         warnings.warn(f"shift2d: {c} channels < kernel_size**2 = {kernel_size ** 2}: no channel is "
-                      "shifted (C' = floor(C/k^2) k^2 = 0).", stacklevel=2)
+                      "shifted (C' = floor(C/k^2) k^2 = 0).", stacklevel=3)
     if not groups:
         return x.clone()
     y = torch.zeros_like(x)
@@ -167,8 +168,9 @@ class Shift2d(nn.Module):
         _check_kernel(kernel_size, dilation, assignment, "fbnet.Shift2d")
         self.kernel_size, self.dilation, self.assignment = kernel_size, dilation, assignment
 
+    @declares({"x": Tensor(ndim=4, finite=False)}, where="fbnet.shift2d")
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return shift2d(x, self.kernel_size, self.dilation, self.assignment)
+        return shift2d(x, self.kernel_size, self.dilation, self.assignment)  # checks x
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, dilation={self.dilation}, " \
@@ -216,6 +218,7 @@ class ShiftConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.use_residual = bool(residual) and stride == 1 and c_in == c_out
 
+    @validate_params({"x": Tensor(ndim=4)}, where="fbnet.ShiftConvBlock.forward")
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.reduce(self.shift(self.relu(self.bn1(self.expand(x))))))
         return x + y if self.use_residual else y

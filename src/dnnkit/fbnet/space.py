@@ -70,6 +70,7 @@ class LayerSlot:
         h, w = self.input_hw
         return (-(-h // self.stride), -(-w // self.stride))
 
+    @validate_params({"batch": Int(1, 1 << 20)}, where="fbnet.LayerSlot.output_shape")
     def output_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.c_out, *self.output_hw)
 
