@@ -45,6 +45,15 @@ def test_csc_macs_thop():
     assert int(params) == sum(p.numel() for p in block.parameters())
 
 
+def test_csc_macs_ptflops_aten():
+    ptflops = need("ptflops")
+    block = ShiftConvBlock(16, 24, 2, 3.0).eval()
+    macs, params = ptflops.get_model_complexity_info(
+        block, (16, 8, 8), as_strings=False, print_per_layer_stat=False, backend="aten")
+    assert int(macs) == _csc_pointwise_macs(16, 24, 3.0, 8, 2)   # aten.convolution MACs only
+    assert int(params) == sum(p.numel() for p in block.parameters())
+
+
 @pytest.mark.parametrize("name", ["k3_e1", "k3_e1_g2", "k5_e6", "shift_e3", "skip"])
 def test_candidate_macs_match_fvcore(name):
     fvcore = need("fvcore.nn")
