@@ -257,7 +257,7 @@ class SuperNet(nn.Module):
         check_int(n, "n", 1, 100_000, where=where)
         if mode == "argmax":
             arch = [self.candidate_names[int(t.detach().argmax())] for t in self.theta]
-            return Derived([arch] * n, mode, None)
+            return Derived([list(arch) for _ in range(n)], mode, None)
         if seed is None:
             seed = secrets.randbits(62)
         check_int(seed, "seed", 0, 2**63 - 1, where=where)
