@@ -56,11 +56,12 @@ class Config:
         return cls(n_train=2000, n_test=300, n_explain=100, epochs=15, taylor_steps=20)
 
 
-def make_two_digit(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` composites ``(n, 1, 8, 16)``: target digit (0-3) and distractor (4-9) side by side.
+def make_two_digit(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int, *,
+                   gap: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` composites ``(n, 1, 8, 16 + gap)``: target digit (0-3) and distractor (4-9) side by
+    side, in random order, ``gap`` blank columns apart.
 
-    Returns images, target labels (0-3) and a mask of the target digit's half.
+    Returns images, target labels (0-3) and a mask of the target's half of the canvas.
     """
     g = make_generator(seed)
     tgt_pool = torch.nonzero(labels <= 3).squeeze(1)
@@ -69,21 +70,25 @@ def make_two_digit(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
     di = dis_pool[torch.randint(len(dis_pool), (n,), generator=g)]
     left = torch.rand(n, generator=g) < 0.5
     a, b = images[ti], images[di]
-    x = torch.where(left.view(-1, 1, 1, 1), torch.cat([a, b], 3), torch.cat([b, a], 3))
-    mask = torch.zeros(n, 1, 8, 16, dtype=torch.bool)
-    mask[left, :, :, :8] = True
-    mask[~left, :, :, 8:] = True
+    blank = a.new_zeros(n, *a.shape[1:3], gap)
+    x = torch.where(left.view(-1, 1, 1, 1), torch.cat([a, blank, b], 3),
+                    torch.cat([b, blank, a], 3))
+    half = x.shape[-1] // 2
+    mask = torch.zeros(x.shape, dtype=torch.bool)
+    mask[left, :, :, :half] = True
+    mask[~left, :, :, x.shape[-1] - half:] = True
     return x, labels[ti], mask
 
 
-def sum_pooled_net(hidden: list[int], classes: int, units_per_class: int) -> nn.Sequential:
+def sum_pooled_net(hidden: list[int], classes: int, units_per_class: int,
+                   in_features: int = 128) -> nn.Sequential:
     """ReLU layers, then ``classes * units_per_class`` detection units sum-pooled per class.
 
     The sum-pooling is a Linear with fixed 0/1 weights (no bias, frozen), so outputs are >= 0
     and every rule treats it exactly as the paper's pooling layer.
     """
     layers: list[nn.Module] = [nn.Flatten()]
-    prev = 128
+    prev = in_features
     for h in hidden + [classes * units_per_class]:
         layers += [nn.Linear(prev, h), nn.ReLU()]
         prev = h
