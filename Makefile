@@ -36,14 +36,18 @@ venv: $(BIN)/.core
 # Reproductions use the same environment as the tests: some report their oracle's agreement and
 # some need an extra (Flower for feddip, sacrebleu for seq2seq).
 reproduce: $(BIN)/.dev
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dnnkit reproduce --all --out $(OUT) --no-progress
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/dnnkit reproduce --all --jobs $${JOBS:-$$(nproc)} --out $(OUT) --no-progress
 	@echo "report: $(OUT)/index.html"
 
 reproduce-quick: $(BIN)/.dev
 	$(BIN)/dnnkit reproduce --all --quick --out $(OUT) --no-progress
 
+# Two pytest workers (pytest-xdist) by default: one per core of the CI machine, each test
+# single-threaded (tests/conftest.py). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(BIN)/.dev $(ORACLE_ENVS)
-	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 test-slow: $(BIN)/.dev $(ORACLE_ENVS) $(SLOW_ENVS)
 	$(BIN)/python -m pytest -m slow -q -p no:cacheprovider

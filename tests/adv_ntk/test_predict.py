@@ -165,3 +165,29 @@ def test_method_choice():
         AdvNTK(xd, yd, SPEC, varpi=0.1, method="eigh")
     with pytest.raises(ValueError, match="'method'"):
         AdvNTK(x, y, SPEC, method="pade")
+
+
+@pytest.mark.parametrize("how", ["functional_call", "param_data", "vector_to_parameters"])
+def test_weights_cache_follows_a_swapped_varpi(how):
+    """Regression: the cache was keyed on varpi._version only and served an old varpi."""
+    x, y = _data()
+    xt, _ = _data(8, seed=1)
+    model = AdvNTK(x, y, SPEC, varpi=0.5)
+    new = torch.full_like(model.varpi, 3.0)
+    fresh = AdvNTK(x, y, SPEC, varpi=new).eval()
+    with torch.no_grad():
+        want = fresh(xt)
+        before = model(xt)                      # fills the cache with varpi = 0.5
+        if how == "functional_call":
+            got = torch.func.functional_call(model, {"varpi": new}, (xt,))
+        elif how == "param_data":
+            model.varpi.data = new.clone()
+            got = model(xt)
+        else:
+            torch.nn.utils.vector_to_parameters(new.reshape(-1), [model.varpi])
+            got = model(xt)
+    assert not torch.allclose(before, want)
+    assert torch.allclose(got, want, atol=1e-12)
+    with torch.no_grad():                       # and back: the cache does not stick to the new one
+        if how == "functional_call":
+            assert torch.allclose(model(xt), before, atol=1e-12)

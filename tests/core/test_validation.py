@@ -75,3 +75,70 @@ def test_find_unsupported_lists_every_path():
                                 torch.nn.Sequential(torch.nn.GELU()))
     bad = find_unsupported(model, (torch.nn.Linear,))
     assert bad == ["1 (Tanh)", "2.0 (GELU)"]
+
+
+# ------------------------------------------------------------------ declarative constraints
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dnnkit.core.validation import (  # noqa: E402
+    AnyOf,
+    Int,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
+    validate_params,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lo=st.floats(-1e6, 1e6), width=st.floats(0.0, 1e6), v=st.floats(allow_nan=True,
+                                                                       allow_infinity=True))
+def test_real_accepts_exactly_its_interval(lo, width, v):
+    c = Real(lo, lo + width)
+    inside = v == v and lo <= v <= lo + width
+    if inside:
+        c.check(v, "x", None)
+    else:
+        with pytest.raises(ValueError, match="'x'"):
+            c.check(v, "x", None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lo=st.integers(-100, 100), hi=st.integers(-100, 100), v=st.integers(-2**70, 2**70))
+def test_int_accepts_exactly_its_range(lo, hi, v):
+    c = Int(lo, hi)
+    if lo <= v <= hi:
+        c.check(v, "n", None)
+    else:
+        with pytest.raises(ValueError, match="'n'"):
+            c.check(v, "n", None)
+
+
+@pytest.mark.parametrize("c,valid", [
+    (Real(0.0, 1.0, closed="right"), 0.5), (Int(1, 100), 3), (Options("a", "b"), "a"),
+    (Seed(), 0), (Sequence_(Int(0, 9)), [1, 2]), (Tensor(ndim=2, dtype="floating"),
+                                                  torch.zeros(2, 3)),
+    (Tensor(ndim=1, dtype="integer", low=0, high=9), torch.tensor([1, 2])),
+    (Tensor(shape=(None, 3)), torch.zeros(2, 3)), (AnyOf(Int(0, 5), Tensor(ndim=1)), 2),
+])
+def test_generated_bad_values_are_refused_with_their_type(c, valid):
+    c.check(valid, "p", None)
+    bad = c.bad_values(valid)
+    assert bad
+    for value, exc in bad:
+        with pytest.raises(exc, match="'p"):
+            c.check(value, "p", None)
+
+
+def test_validate_params_checks_passed_arguments_and_keeps_declarations():
+    @validate_params({"eps": Real(0.0, 1.0)})
+    def f(x, *, eps=0.5):
+        return eps
+
+    assert f(1, eps=0.25) == 0.25 and f(1) == 0.5
+    with pytest.raises(ValueError, match=r"The 'eps' parameter of .*f must be a float in \[0, 1\]"):
+        f(1, eps=2.0)
+    assert set(f.__dnnkit_params__) == {"eps"}

@@ -137,9 +137,9 @@ def test_joint_mismatched_models_and_counts():
         extract_shared_interactions([_vals(3, 8), _vals(2, 8)])
     with pytest.raises(ValueError, match="same samples"):
         extract_shared_interactions([_vals(8), _vals(16)])
-    with pytest.raises(ValueError, match="at least 2"):
-        extract_shared_interactions([_vals(8)])
-    with pytest.raises(TypeError, match="list of tensors"):
+    with pytest.raises(ValueError, match="at least 1|length >= 1"):
+        extract_shared_interactions([])
+    with pytest.raises(TypeError, match="list of tensors|list or tuple"):
         extract_shared_interactions(_vals(2, 8))
     with pytest.raises(ValueError, match="tau_ratio"):
         extract_interactions(_vals(8), tau_ratio=2.0)
@@ -186,8 +186,9 @@ def test_explain_models_end_to_end():
     assert len(res) == 2 and res[0].n == 4
     for r in res:
         _check_invariants(r)
-    with pytest.raises(ValueError, match="at least 2"):
-        explain_models(models[:1], x, [[0]])
+    one = explain_models(models[:1], x, [[0, 1], [2], [3, 4], [5]], steps=300)
+    assert len(one) == 1 and torch.equal(one[0].i_and, explain_models(
+        models[:1], x, [[0, 1], [2], [3, 4], [5]], steps=300)[0].i_and)
     models[1].train()
     with pytest.raises(ValueError, match="model 1.*training mode"):
         explain_models(models, x, [[0], [1]], target=0)
@@ -204,3 +205,26 @@ def test_plots_return_figures():
     fig = plot_overlap_vs_k([1, 2], {"AND": {"x": [0.1, 0.2]}, "OR": {"x": [0.3, 0.4]}})
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lp"])
+def test_joint_extraction_of_one_model_is_the_single_model_extraction(solver):
+    """Regression: a sweep over the number of models starts at m = 1 (it used to raise)."""
+    v = _vals(2, 8)
+    joint = extract_shared_interactions([v], solver=solver, steps=200)
+    single = extract_interactions(v, solver=solver, steps=200)
+    assert len(joint) == 1
+    for f in ("i_and", "i_or", "gamma", "eps"):
+        assert torch.equal(getattr(joint[0], f), getattr(single, f)), f
+
+
+def test_and_or_interactions_accepts_scalar_gamma_and_eps():
+    from dnnkit.interactions import and_or_interactions, reconstruct
+
+    v = torch.tensor([0.0, 1.0, 2.0, 5.0], dtype=torch.float64)
+    a, o = and_or_interactions(v, 0.25, 0.1)
+    a2, o2 = and_or_interactions(v, torch.full_like(v, 0.25), torch.full_like(v, 0.1))
+    assert torch.equal(a, a2) and torch.equal(o, o2)
+    assert torch.allclose(reconstruct(a, o), v + 0.1, atol=1e-12)
+    with pytest.raises(ValueError, match="'gamma'"):
+        and_or_interactions(v, float("nan"))

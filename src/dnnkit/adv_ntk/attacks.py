@@ -18,12 +18,22 @@ import torch.nn.functional as F
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_positive,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["pgd_attack", "robust_accuracy"]
@@ -32,6 +42,10 @@ log = logging.getLogger("dnnkit")
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    if y.ndim == 1 and y.numel() and int(y.max()) >= out.shape[1]:
+        raise ValueError(param_error("y", "adv_ntk.pgd_attack",
+                                     f"class labels in [0, {out.shape[1] - 1}] (the model's "
+                                     "outputs)", int(y.max())))
     if kind == "ce":
         return F.cross_entropy(out, y, reduction="sum")
     if y.ndim == 1:
@@ -55,6 +69,14 @@ def _check_labels(y: torch.Tensor, n: int, where: str, loss: str) -> torch.Tenso
     return y
 
 
+_ATTACK = {"x": Tensor(ndim=(2, 3, 4, 5)), "y": Tensor(ndim=(1, 2)), "eps": Real(0.0, 1e6),
+           "steps": Int(0, 100_000), "alpha": Optional_(Real(0.0, 1e6, closed="right")),
+           "norm": Options("linf", "l2"), "random_start": Instance(bool),
+           "loss": Options("mse", "ce"),
+           "clip": Optional_(Sequence_(Real(), min_len=2, max_len=2)), "generator": Seed()}
+
+
+@validate_params({"model": Callable_(), **_ATTACK})
 def pgd_attack(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -190,6 +212,8 @@ def pgd_attack(
     return xa.detach()
 
 
+@validate_params({"model": Instance(torch.nn.Module), "x": Tensor(ndim=(2, 3, 4, 5)),
+                  "y": Tensor(ndim=(1, 2)), "batch_size": Int(1, 10_000_000)})
 def robust_accuracy(
     model: torch.nn.Module,
     x: torch.Tensor,

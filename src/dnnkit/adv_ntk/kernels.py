@@ -21,11 +21,21 @@ import torch
 import torch.nn.functional as F
 
 from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["KernelSpec", "check_memory", "ntk_kernel"]
@@ -39,6 +49,9 @@ _BLOCK_BYTES = 64 * 2**20
 _CLIP = 1e-12
 
 
+@validate_params({"arch": Options("mlp", "conv"), "depth": Int(1, 1_000),
+                  "w_std": Real(0.0, 1e6, closed="right"), "b_std": Real(0.0, 1e6),
+                  "activation": Options("relu", "erf")})
 @dataclass(frozen=True)
 class KernelSpec:
     """An infinite-width architecture, as in the official Adv-NTK code.
@@ -121,7 +134,9 @@ def _relu_pair(s12: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, need_dot: 
         if same:
             _set_diag_one(c, True)
         pt = torch.arccos(c).neg_().add_(math.pi)                 # π - θ
-        k = torch.sin(pt).addcmul_(pt, c).mul_(norm).mul_(_INV_2PI)
+        # sin(π - θ) = sin θ = sqrt(1 - c²): one transcendental fewer than torch.sin
+        k = torch.mul(c, c).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
+        k = k.addcmul_(pt, c).mul_(norm).mul_(_INV_2PI)
         return k, (pt.mul_(_INV_2PI) if need_dot else None)
     c = (s12 / norm).clamp(-1.0, 1.0)
     if same:
@@ -200,10 +215,21 @@ def _mlp_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
 
 
 def _pool(t: torch.Tensor) -> torch.Tensor:
-    """Mean over the 3x3 neighbourhood with zero padding (always divided by 9) on (..., H, W)."""
-    shape = t.shape
-    flat = t.reshape(-1, 1, shape[-2], shape[-1])
-    return F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=True).reshape(shape)
+    """Mean over the 3x3 neighbourhood with zero padding (always divided by 9) on (..., H, W).
+
+    A separable box sum of shifted slices: on the (N1 N2, 1, H, W) pair tensors this is several
+    times faster than ``F.avg_pool2d`` (single-channel planes take its slow path)."""
+    if t.requires_grad and torch.is_grad_enabled():
+        shape = t.shape
+        flat = t.reshape(-1, 1, shape[-2], shape[-1])
+        return F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=True).reshape(shape)
+    out = t.clone()
+    out[..., 1:, :] += t[..., :-1, :]
+    out[..., :-1, :] += t[..., 1:, :]
+    rows = out.clone()
+    out[..., :, 1:] += rows[..., :, :-1]
+    out[..., :, :-1] += rows[..., :, 1:]
+    return out.div_(9.0)
 
 
 def _conv_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
@@ -260,6 +286,9 @@ def _prepare(x: torch.Tensor, name: str, spec: KernelSpec) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
 
 
+@validate_params({"x1": Tensor(ndim=(2, 3, 4, 5)), "x2": Optional_(Tensor(ndim=(2, 3, 4, 5))),
+                  "spec": Optional_(Instance(KernelSpec)),
+                  "get": AnyOf(Str(), Sequence_(Str())), "batch_size": Int(1, 10_000_000)})
 def ntk_kernel(
     x1: torch.Tensor,
     x2: torch.Tensor | None = None,

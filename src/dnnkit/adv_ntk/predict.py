@@ -34,11 +34,19 @@ import torch
 
 from dnnkit.adv_ntk.kernels import KernelSpec, check_memory, ntk_kernel
 from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_tensor,
     param_error,
+    validate_params,
 )
 
 __all__ = ["AdvNTK", "one_hot", "phi_times", "signed_abs"]
@@ -137,6 +145,11 @@ class _EighWeights(torch.autograd.Function):
         return grad_d, None, None, None
 
 
+@validate_params({"x_train": Tensor(ndim=(2, 3, 4, 5)), "y_train": Tensor(),
+                  "spec": Optional_(Instance(KernelSpec)), "varpi": AnyOf(Real(allow_inf=True), Tensor(finite=False)),
+                  "per_class": Instance(bool), "num_classes": Optional_(Int(2, 1_000_000)),
+                  "diag_reg": Real(0.0, 1e12), "dtype": Instance(torch.dtype),
+                  "trainable": Instance(bool), "method": Options("auto", "eigh", "expm")})
 class AdvNTK(torch.nn.Module):
     """Kernel predictor ``f(x) = Θ(x, X) Θ⁻¹ (I - exp(-Θ diag|ϖ|)) Y`` of an infinite-width net.
 
@@ -250,7 +263,7 @@ class AdvNTK(torch.nn.Module):
             self.infinite = math.isinf(s)
             v = torch.full(shape, 0.0 if self.infinite else s, dtype=dtype, device=x.device)
         self.varpi = torch.nn.Parameter(v, requires_grad=bool(trainable) and not self.infinite)
-        self._cache: tuple[int, torch.Tensor] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_buffer("inf_weights", self._solve(gram, y) if self.infinite else None)
         check_choice(method, "method", ("auto", "eigh", "expm"), where=where)
         half = ihalf = None
@@ -286,16 +299,20 @@ class AdvNTK(torch.nn.Module):
         """``P = Θ⁻¹ (I - exp(-Θ D)) Y``, ``(M, c)``; differentiable in ϖ when grad is enabled.
 
         Cached (detached) while ϖ does not require grad or grad is off, so attacks on a frozen
-        predictor do not repeat the matrix exponential.
+        predictor do not repeat the matrix exponential. The cache is keyed on ϖ's *values* (a
+        snapshot compared with ``torch.equal``, O(M c) against the O(M^3) solve), so swapping ϖ by
+        ``torch.func.functional_call``, ``param.data = ...`` or ``vector_to_parameters`` never
+        returns weights of an old ϖ.
         """
         if self.inf_weights is not None:
             return self.inf_weights
         v = self.varpi
         frozen = not (torch.is_grad_enabled() and v.requires_grad)
-        key = v._version
-        if frozen and self._cache is not None and self._cache[0] == key \
-                and self._cache[1].device == v.device:
-            return self._cache[1]
+        if frozen and self._cache is not None:
+            old_v, old_p = self._cache
+            if old_v.device == v.device and old_v.dtype == v.dtype and old_v.shape == v.shape \
+                    and torch.equal(old_v, v.detach()):
+                return old_p
         d = signed_abs(v)
         if self.method == "eigh":
             h, ih, z = self.gram_half, self.gram_ihalf, self.z_train
@@ -312,11 +329,17 @@ class AdvNTK(torch.nn.Module):
             p = d[:, None] * phi_times(self.gram * d[None, :], self.y_train)
         if frozen:
             p = p.detach()
-            self._cache = (key, p)
+            self._cache = (v.detach().clone(), p)
         return p
 
+    @validate_params({"x": Tensor(ndim=(2, 3, 4, 5))})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, c)`` outputs for ``(N, ...)`` inputs; differentiable in ``x`` (for attacks)."""
         x = check_tensor(x, "x", where="AdvNTK.forward")
+        if tuple(x.shape[1:]) != tuple(self.x_train.shape[1:]):
+            raise ValueError(param_error("x", "adv_ntk.AdvNTK.forward",
+                                         "inputs with the same feature shape as the training "
+                                         f"data {tuple(self.x_train.shape[1:])}",
+                                         f"shape {tuple(x.shape)}"))
         k = ntk_kernel(x.to(dtype=self.x_train.dtype), self.x_train, self.spec)
         return k @ self.weights()

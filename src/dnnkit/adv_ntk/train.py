@@ -18,11 +18,39 @@ from dnnkit.adv_ntk.attacks import pgd_attack
 from dnnkit.adv_ntk.kernels import KernelSpec, ntk_kernel
 from dnnkit.adv_ntk.predict import AdvNTK, one_hot
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_int, check_interval, check_tensor, param_error
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
+    check_int,
+    check_interval,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["fit_adv_ntk"]
 
 
+_CLIP = Optional_(Sequence_(Real(), min_len=2, max_len=2))
+
+
+@validate_params({"x_train": Tensor(ndim=(2, 3, 4, 5)), "y_train": Tensor(ndim=(1, 2)),
+                  "spec": Optional_(Instance(KernelSpec)), "x_val": Optional_(Tensor(ndim=(2, 3, 4, 5))),
+                  "y_val": Optional_(Tensor(ndim=(1, 2))), "val_size": Int(1, 10_000_000),
+                  "steps": Int(0, 10_000_000), "batch_size": Int(1, 10_000_000),
+                  "lr": Real(0.0, 1e6, closed="right"), "weight_decay": Real(0.0, 1e6),
+                  "grad_norm": Instance(bool), "eps": Real(0.0, 1e6),
+                  "pgd_steps": Int(0, 100_000),
+                  "pgd_alpha": Optional_(Real(0.0, 1e6, closed="right")), "clip": _CLIP,
+                  "per_class": Instance(bool), "num_classes": Optional_(Int(2, 1_000_000)),
+                  "diag_reg": Real(0.0, 1e12), "dtype": Instance(torch.dtype), "seed": Seed(),
+                  "on_step": Optional_(Callable_())})
 def fit_adv_ntk(
     x_train: torch.Tensor,
     y_train: torch.Tensor,

@@ -39,9 +39,21 @@ class RunContext:
     progress: bool = False
 
     def path(self, name: str) -> Path:
-        """A file path inside the run's output folder (created)."""
+        """A file path inside the run's output folder (created).
+
+        Raises ``ValueError`` for a name that is empty, absolute or escapes the folder
+        (``..``, or a symlink out of it).
+        """
+        if not isinstance(name, str) or not name or Path(name).is_absolute():
+            raise ValueError(f"RunContext.path: {name!r} must be a relative file name inside the "
+                             "run folder.")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        return self.out_dir / name
+        p = self.out_dir / name
+        if not p.resolve().is_relative_to(self.out_dir.resolve()):
+            raise ValueError(f"RunContext.path: {name!r} escapes the run folder "
+                             f"{str(self.out_dir)!r}.")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
 
 
 @dataclass(frozen=True)

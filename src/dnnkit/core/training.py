@@ -2,7 +2,14 @@
 
 ``fit`` is deterministic given ``seed`` (its own ``torch.Generator`` shuffles the data), can write
 an atomic safetensors checkpoint every epoch and resumes from it: an interrupted run that is
-resumed ends with exactly the weights of an uninterrupted one.
+resumed ends with exactly the weights of an uninterrupted one, also when the model uses dropout
+(the global torch / CUDA / numpy / Python RNG states are saved with each checkpoint).
+
+Resume policy: a checkpoint records a fingerprint of the job (model structure, recipe, data
+hash or the user's ``run_id``). When the file on disk was written by a different job, or with
+other hyper-parameters, ``fit`` raises :class:`~dnnkit.core.checkpoint.CheckpointError` naming
+the differing fields; it never silently trains with the checkpoint's settings instead of the
+requested ones. ``resume=False`` starts fresh and overwrites the file.
 """
 
 from __future__ import annotations
@@ -16,10 +23,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dnnkit.core.checkpoint import load_training_state, save_training_state
+from dnnkit.core.checkpoint import (
+    fingerprint_tensors,
+    load_training_state,
+    save_training_state,
+)
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.progress import track
-from dnnkit.core.validation import check_choice, check_int, check_positive, check_tensor
+from dnnkit.core.validation import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_tensor,
+    param_error,
+)
 
 __all__ = ["fit", "evaluate", "accuracy", "predict", "FitHistory", "make_optimizer"]
 
@@ -64,6 +81,7 @@ def fit(
     stop_after: int | None = None,
     progress: bool | None = False,
     description: str = "train",
+    run_id: str | None = None,
 ) -> FitHistory:
     """Train ``model`` on ``(x, y)`` with mini-batches; data and model stay on their devices.
 
@@ -78,8 +96,16 @@ def fit(
     seed
         Seeds the shuffling generator (no global RNG is touched).
     checkpoint, resume
-        When given, state is saved atomically after every epoch and, if the file exists and
-        ``resume`` is true, training continues after the last saved epoch.
+        When given, state (weights, optimizer, every RNG state) is saved atomically after every
+        epoch and, if the file exists and ``resume`` is true, training continues after the last
+        saved epoch. The file must come from the same job: same model structure, recipe
+        (batch size, lr, optimizer and its settings, weight decay, seed) and data (or the
+        same ``run_id``); otherwise :class:`~dnnkit.core.checkpoint.CheckpointError` is raised.
+        ``epochs`` may differ (a finished run can be extended). ``resume=False`` ignores and
+        overwrites an existing file.
+    run_id
+        Identifies the job in the checkpoint fingerprint instead of a SHA-256 of ``x`` and
+        ``y`` (use it for large data; you then vouch that the data did not change).
     after_step
         Called after every optimiser step (e.g. to clamp biases or apply masks).
     on_epoch
@@ -92,7 +118,14 @@ def fit(
     ValueError
         On mismatched sizes, non-finite inputs, or a non-finite loss (the message names the epoch
         and step; the last checkpoint is left intact).
+    CheckpointError
+        When resuming from a checkpoint that is corrupt or was written by a different job.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(param_error("model", "fit", "a torch.nn.Module", type(model).__name__))
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(param_error("model", "fit", "a model with parameters to train "
+                                     "(model has no parameters)", type(model).__name__))
     check_tensor(x, "x", where="fit")
     check_tensor(y, "y", where="fit")
     if x.shape[0] != y.shape[0]:
@@ -109,8 +142,13 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     hist = FitHistory()
     start = 0
+    fingerprint = None
+    if checkpoint is not None:
+        fingerprint = _fingerprint(model, opt, x, y, batch_size=batch_size, seed=seed,
+                                   run_id=run_id)
     if checkpoint is not None and resume and Path(checkpoint).is_file():
-        meta = load_training_state(checkpoint, model, opt, generator=gen)
+        meta = load_training_state(checkpoint, model, opt, generator=gen,
+                                   fingerprint=fingerprint)
         start = int(meta["step"])
         hist.loss = list(meta["extra"].get("loss", []))
         hist.resumed_from = start
@@ -147,12 +185,45 @@ def fit(
             hist.extra.append(on_epoch(epoch, model) or {})
         if checkpoint is not None:
             save_training_state(checkpoint, model, opt, generator=gen, step=epoch + 1,
-                                extra={"loss": hist.loss})
+                                extra={"loss": hist.loss}, fingerprint=fingerprint)
         done += 1
         if stop_after is not None and done >= stop_after:
             break
     model.eval()
     return hist
+
+
+def _fingerprint(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 *, batch_size: int, seed: int, run_id: str | None) -> dict:
+    """What defines a ``fit`` job; a checkpoint is only resumed by a job with the same one.
+
+    Callables (``loss_fn``, ``after_step``, ``on_epoch``) cannot be identified reliably and are
+    not part of it."""
+    structure = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+    groups = [{k: (v if isinstance(v, (int, float, bool, str)) or v is None else repr(v))
+               for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    fp = {
+        "model": type(model).__qualname__,
+        "structure": _hash_json(structure),
+        "optimizer": type(opt).__name__,
+        "param_groups": _hash_json(groups),
+        "lr": [g.get("lr") for g in opt.param_groups],
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "data_shape": [list(x.shape), list(y.shape)],
+    }
+    if run_id is not None:
+        fp["run_id"] = str(run_id)
+    else:
+        fp["data"] = fingerprint_tensors(x, y)
+    return fp
+
+
+def _hash_json(obj) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ __all__ = [
     "suggest",
     "param_error",
     "validate_params",
+    "declares",
     "check_params",
     "declared_params",
     "check_memory",
@@ -384,8 +385,17 @@ class Instance(Constraint):
     def __init__(self, *types: type) -> None:
         object.__setattr__(self, "types", tuple(types))
 
+    @staticmethod
+    def _name(t: type) -> str:
+        mod = getattr(t, "__module__", "") or ""
+        if mod.startswith("torch.nn.modules"):
+            return f"torch.nn.{t.__name__}"
+        if mod.startswith("torch") and hasattr(torch, t.__name__):
+            return f"torch.{t.__name__}"
+        return t.__name__
+
     def describe(self) -> str:
-        names = [t.__name__ for t in self.types]
+        names = [self._name(t) for t in self.types]
         return "an instance of " + (names[0] if len(names) == 1 else " or ".join(names))
 
     def check(self, value: Any, name: str, where: str | None) -> None:
@@ -605,6 +615,19 @@ class Tensor(Constraint):
             out.append((x.unsqueeze(0), ValueError))
         if self.nonempty and x.ndim > 0:
             out.append((x[:0], ValueError))
+        if self.shape is not None and x.ndim == len(self.shape):
+            for i, s in enumerate(self.shape):
+                if s is not None:
+                    idx = [slice(None)] * x.ndim
+                    idx[i] = slice(0, 1)
+                    out.append((torch.cat([x, x[tuple(idx)]], dim=i), ValueError))
+                    break
+        if x.numel() and not x.is_floating_point() and not x.is_complex() \
+                and x.dtype != torch.bool:
+            if self.high is not None:
+                out.append((x + (int(self.high) - int(x.min()) + 1), ValueError))
+            if self.low is not None:
+                out.append((x - (int(x.max()) - int(self.low) + 1), ValueError))
         if x.numel() and x.is_floating_point():
             if self.finite:
                 y = x.clone()
@@ -696,7 +719,24 @@ class AnyOf(Constraint):
         raise kind(param_error(name, where, self.describe(), got))
 
     def bad_values(self, valid: Any) -> list[tuple[Any, type[BaseException]]]:
-        return [(object(), TypeError)]
+        # values every option refuses (each option's own bad values, kept when all refuse them)
+        out: list[tuple[Any, type[BaseException]]] = [(object(), TypeError)]
+        for o in self.options:
+            try:
+                o.check(valid, "_", None)
+            except (TypeError, ValueError):
+                continue
+            for bad, _exc in o.bad_values(valid):
+                kinds = []
+                for other in self.options:
+                    try:
+                        other.check(bad, "_", None)
+                        break
+                    except (TypeError, ValueError) as exc:
+                        kinds.append(type(exc))
+                else:
+                    out.append((bad, ValueError if ValueError in kinds else TypeError))
+        return out
 
 
 def _where_of(obj: Any) -> str:
@@ -755,6 +795,29 @@ def validate_params(constraints: dict[str, Constraint], *, where: str | None = N
             obj.__dnnkit_where__ = label
             return obj
         return wrapper
+
+    return deco
+
+
+def declares(constraints: dict[str, Constraint], *, where: str | None = None):
+    """Attach constraints to a hot-path function that validates *inline* (no wrapper).
+
+    For calls whose cost must stay at a few microseconds (``forward`` of a layer, an O(1) mode
+    switch), the function checks its arguments itself; ``declares`` records what it promises
+    so that the conformance suite generates the same bad values as for :func:`validate_params`
+    and holds the inline checks to them. Prefer :func:`validate_params` everywhere else.
+    """
+    for k, c in constraints.items():
+        if not isinstance(c, Constraint):
+            raise TypeError(f"constraint for {k!r} must be a Constraint, got {c!r}")
+
+    def deco(fn: Any) -> Any:
+        missing = set(constraints) - set(inspect.signature(fn).parameters)
+        if missing:
+            raise TypeError(f"declares on {fn.__qualname__}: no parameter(s) {sorted(missing)}")
+        fn.__dnnkit_params__ = dict(constraints)
+        fn.__dnnkit_where__ = where or _where_of(fn)
+        return fn
 
     return deco
 

@@ -12,8 +12,18 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_int, check_tensor
-from dnnkit.deep_taylor.decompose import _targets
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Real,
+    Tensor,
+    check_int,
+    check_tensor,
+    validate_params,
+)
+from dnnkit.deep_taylor.decompose import TARGET, _targets
+
+_MODEL_X = {"model": Instance(nn.Module), "x": Tensor(ndim=(2, 3, 4, 5)), "target": TARGET}
 
 __all__ = ["sensitivity", "taylor_nearest_root", "gradient"]
 
@@ -31,6 +41,7 @@ def gradient(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | Non
     return g.detach(), f.detach()
 
 
+@validate_params(_MODEL_X)
 def sensitivity(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None
                 ) -> torch.Tensor:
     """Sensitivity analysis ``R_p = (df/dx_p)^2`` (paper Sec. 2): positive, not conservative."""
@@ -38,6 +49,8 @@ def sensitivity(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | 
     return g * g
 
 
+@validate_params({**_MODEL_X, "steps": Int(1, 100_000),
+                  "tol": Real(0.0, 1.0, closed="left")})
 def taylor_nearest_root(
     model: nn.Module,
     x: torch.Tensor,

@@ -23,7 +23,20 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import registered_hooks
-from dnnkit.core.validation import check_choice, check_interval, check_tensor, find_unsupported
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_interval,
+    check_tensor,
+    find_unsupported,
+    validate_params,
+)
 from dnnkit.deep_taylor.rules import RULES, layer_map, propagate, stabilize
 
 __all__ = ["DTDConfig", "deep_taylor", "SUPPORTED_MODULES"]
@@ -41,6 +54,16 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 SUPPORTED_MODULES: tuple[type, ...] = _LINEAR + _PASS + _SUMPOOL + _MAXPOOL + _IDENTITY + _BN
 
 
+#: Constraint of a ``target`` argument: None, a class index or a (N,) integer tensor.
+TARGET = Optional_(AnyOf(Int(0, 2**31 - 1), Tensor(ndim=(0, 1), dtype="integer", low=0)))
+_BOUND = AnyOf(Real(), Tensor())
+
+
+@validate_params({"first_rule": Options(*RULES), "low": _BOUND, "high": _BOUND,
+                  "hidden_rule": Options("zplus", "epsilon", "z"),
+                  "maxpool": Options("winner_take_all", "proportional"),
+                  "stabilizer": Real(0.0, 1.0, closed="right"),
+                  "check_assumptions": Instance(bool)})
 @dataclass(frozen=True)
 class DTDConfig:
     """Which rule goes where (paper Sec. 4-5).
@@ -87,18 +110,25 @@ class DTDConfig:
 
 
 class _RuleNode(torch.autograd.Function):
-    """Identity in the forward pass; applies ``fn(a, R)`` in the backward pass."""
+    """Identity in the forward pass; applies ``fn(a, R)`` in the backward pass.
+
+    The module's output is handed over in a one-element list and returned as is: it is not an
+    input of the function, so autograd neither copies it nor marks it as a view (in-place
+    layers such as ``ReLU(inplace=True)`` may follow). ``a`` is saved only for rules that read
+    it (pass-through rules such as ReLU's keep nothing alive for the backward pass).
+    """
 
     @staticmethod
-    def forward(ctx, a, out, fn):  # type: ignore[override]
+    def forward(ctx, a, fn, holder, save):  # type: ignore[override]
         ctx.fn = fn
-        ctx.save_for_backward(a)
-        return out.clone()
+        if save:
+            ctx.save_for_backward(a)
+        return holder.pop()
 
     @staticmethod
     def backward(ctx, relevance):  # type: ignore[override]
-        (a,) = ctx.saved_tensors
-        return ctx.fn(a.detach(), relevance), None, None
+        a = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        return ctx.fn(a, relevance), None, None, None
 
 
 def _fold_batchnorm(model: nn.Module) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -156,6 +186,9 @@ def _proportional_maxpool(module: nn.Module, eps: float):
     return _pool_rule(avg, eps)
 
 
+@validate_params({"model": Instance(nn.Module), "x": Tensor(ndim=(2, 3, 4, 5)),
+                  "target": TARGET, "config": Optional_(Instance(DTDConfig)),
+                  "return_layers": Instance(bool)})
 def deep_taylor(
     model: nn.Module,
     x: torch.Tensor,
@@ -264,7 +297,7 @@ def deep_taylor(
                     positive_bias.append(names[module])
             fn = make_linear_fn(module, rule)
         elif isinstance(module, _PASS + _BN):
-            fn = lambda a, r: r  # noqa: E731  (ReLU pass-through; BN is folded upstream)
+            fn = _pass  # ReLU pass-through; BN is folded upstream
         elif isinstance(module, _SUMPOOL):
             fn = _pool_rule(module, eps)
         elif isinstance(module, _MAXPOOL):
@@ -273,7 +306,7 @@ def deep_taylor(
             fn = _proportional_maxpool(module, eps)
         else:
             return output
-        return _RuleNode.apply(a, output.detach(), fn)
+        return _RuleNode.apply(a, fn, [output.detach()], fn is not _pass)
 
     xin = x.detach().clone().requires_grad_(True)
     with registered_hooks() as handles, torch.enable_grad():
@@ -297,6 +330,10 @@ def deep_taylor(
         (R,) = torch.autograd.grad(out, xin, grad_outputs=seed)
     R = R.detach()
     return (R, layers) if return_layers else R
+
+
+def _pass(a: torch.Tensor | None, relevance: torch.Tensor) -> torch.Tensor:
+    return relevance
 
 
 def _targets(target: int | torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,23 @@ from torch import nn
 
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_int, check_tensor
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Seed,
+    Tensor,
+    check_int,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["conservation_gap", "negative_relevance", "pixel_flipping", "region_fraction"]
 
 
+@validate_params({"relevance": Tensor(ndim=(1, 2, 3, 4, 5)), "f": Tensor(ndim=1)})
 def conservation_gap(relevance: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """``|f(x) - sum_p R_p(x)|`` per sample (paper Sec. 2, conservation; 0 for DTD).
 
@@ -32,6 +44,10 @@ def negative_relevance(relevance: torch.Tensor) -> torch.Tensor:
     return relevance.flatten(1).clamp(max=0).sum(1)
 
 
+@validate_params({"model": Instance(nn.Module), "x": Tensor(ndim=(2, 3, 4, 5)),
+                  "relevance": Optional_(Tensor()),
+                  "target": Tensor(ndim=1, dtype="integer", low=0),
+                  "steps": Int(1, 10_000), "baseline": Real(), "seed": Seed()})
 @torch.no_grad()
 def pixel_flipping(
     model: nn.Module,
@@ -56,6 +72,10 @@ def pixel_flipping(
     """
     check_int(steps, "steps", 1, 10_000, where="pixel_flipping")
     n = x.shape[0]
+    if tuple(target.shape) != (n,):
+        raise ValueError(param_error("target", "deep_taylor.pixel_flipping",
+                                     f"one class index per sample, shape ({n},)",
+                                     f"shape {tuple(target.shape)}"))
     flat = x.flatten(1)
     d = flat.shape[1]
     if relevance is None:
@@ -72,6 +92,10 @@ def pixel_flipping(
             if m:
                 xp.scatter_(1, order[:, :m], baseline)
             out = model(xp.view_as(x))
+            if k == 0 and int(target.max()) >= out.shape[-1]:
+                raise ValueError(param_error("target", "deep_taylor.pixel_flipping",
+                                             f"class indices in [0, {out.shape[-1] - 1}]",
+                                             f"max {int(target.max())}"))
             curve.append(out.gather(1, target.view(-1, 1)).squeeze(1))
     return torch.stack(curve)
 

@@ -11,6 +11,10 @@ Flower: :class:`FedDIPStrategy` (a ``flwr`` ``FedAvg``) and :func:`make_client_a
 Flower's simulation engine and in a deployment; :func:`run_feddip` runs the same strategy and
 client code in-process (no Ray) for fast experiments.
 
+Failure semantics: a round needs ``min_fit_clients`` valid client updates (NaN or wrongly shaped
+replies are dropped with a logged reason and counted); after ``round_retries`` retries a round
+without them raises ``dnnkit.feddip.FederationError``.
+
 Public API: :class:`FedDIPConfig`, :class:`FedDIPServer` (engine-agnostic server state),
 :func:`dpf_local_train` (the client update on any ``nn.Module``), :class:`FedDIPStrategy`,
 :func:`make_client_app`, :func:`run_feddip`. Building blocks (schedules, masks, ``fedavg``,
@@ -52,11 +56,12 @@ __all__ = [
 ]
 
 _FLOWER = {"FedDIPStrategy": "dnnkit.feddip.flower", "make_client_app": "dnnkit.feddip.flower",
-           "run_feddip": "dnnkit.feddip.driver"}
+           "FederationError": "dnnkit.feddip.flower", "run_feddip": "dnnkit.feddip.driver"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from dnnkit.feddip.driver import run_feddip
     from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
+    from dnnkit.feddip.flower import FederationError as FederationError
 
 
 def __getattr__(name: str) -> Any:

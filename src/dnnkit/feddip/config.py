@@ -9,13 +9,40 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["FedDIPConfig", "lambda_schedule", "lr_schedule", "sparsity_schedule"]
 
 _WHERE = "FedDIPConfig"
 
 
+_ROUNDS = Int(1, 10_000_000)
+_RATE = Real(0.0, 1.0, closed="left")
+
+
+@validate_params({
+    "rounds": _ROUNDS, "clients_per_round": Int(1, 1_000_000), "local_epochs": Int(1, 100_000),
+    "batch_size": Int(1, 100_000_000), "lr": Real(0.0, 100.0, closed="right"),
+    "lr_decay": Real(0.0, 1.0, closed="right"), "weight_decay": Real(0.0, 10.0),
+    "momentum": _RATE, "init_sparsity": _RATE, "target_sparsity": _RATE,
+    "reconfig_interval": _ROUNDS, "prune_until": Optional_(_ROUNDS),
+    "lambda_max": Real(0.0, 1e6), "lambda_init": Real(0.0, 1e6),
+    "lambda_segments": Int(1, 1_000_000), "norm_p": Real(0.0, 100.0, closed="right"),
+    "regularize": Instance(bool), "prune": Instance(bool), "lambda_constant": Instance(bool),
+    "prox_mu": Real(0.0, 1e6), "reprune_from": Options("masked", "dense"),
+    "upload": Options("dense", "masked"),
+    "round0_mask": Options("server_erk", "client_erk", "dense"), "seed": Int(0, 2**63 - 1)})
 @dataclass(frozen=True)
 class FedDIPConfig:
     """Hyper-parameters of FedDIP (defaults: the official code / README command).

@@ -28,7 +28,19 @@ from flwr.supercore.run import Run
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_int, param_error
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    PathArg,
+    Real,
+    Sequence_,
+    check_int,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
 
@@ -207,13 +219,53 @@ def _as_xy(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
                                 type(data).__name__))
 
 
+def _check_clients(model_fn: Callable[[], nn.Module], client_data: Sequence[Any]) -> None:
+    """Refuse (x, y) clients that would fail every round: NaN/inf inputs, x/y lengths that
+    differ, inputs the model cannot take (e.g. a wrong feature count), labels outside its
+    outputs. One forward on one sample per client, before any round runs."""
+    probe = None
+    for i, d in enumerate(client_data):
+        if not (isinstance(d, (tuple, list)) and len(d) == 2
+                and all(isinstance(t, torch.Tensor) for t in d)):
+            continue
+        name = f"client_data[{i}]"
+        x, y = d
+        check_tensor(x, name, where="run_feddip")
+        if len(x) != len(y):
+            raise ValueError(param_error(name, "run_feddip", "an (x, y) pair of equal lengths",
+                                         f"{len(x)} inputs and {len(y)} labels"))
+        if probe is None:
+            probe = model_fn()
+        p = next(iter(probe.parameters()), None)
+        try:
+            with eval_mode(probe), torch.no_grad():
+                out = probe(x[:1].to(p.device if p is not None else "cpu"))
+        except Exception as exc:  # noqa: BLE001 - re-raised with the client named
+            raise ValueError(param_error(name, "run_feddip",
+                                         "inputs the model accepts",
+                                         f"shape {tuple(x.shape)} ({exc})")) from exc
+        if y.ndim == 1 and not y.is_floating_point() and out.ndim == 2 and len(y) and (
+                int(y.min()) < 0 or int(y.max()) >= out.shape[1]):
+            raise ValueError(param_error(name, "run_feddip",
+                                         f"labels in [0, {out.shape[1] - 1}]",
+                                         f"range [{int(y.min())}, {int(y.max())}]"))
+
+
+@validate_params({"model_fn": Callable_(), "client_data": Sequence_(min_len=0),
+                  "test_data": Optional_(Sequence_(min_len=2, max_len=2)),
+                  "config": Instance(FedDIPConfig), "evaluate_every": Int(1, 10_000_000),
+                  "checkpoint": Optional_(PathArg()),
+                  "timeout": Optional_(Real(0.0, 1e7, closed="right")),
+                  "client_app": Optional_(Callable_()), "log": Optional_(Callable_()),
+                  "verbose": Instance(bool)})
 def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
                test_data: tuple[torch.Tensor, torch.Tensor] | None, config: FedDIPConfig, *,
                evaluate_every: int = 1, checkpoint: str | Path | None = None,
                timeout: float | None = None,
                client_app: Callable[[Message, Context], Message] | None = None,
                log: Callable[[dict[str, Any]], None] | None = None,
-               verbose: bool = False) -> History:
+               verbose: bool = False, min_fit_clients: int = 1,
+               accept_failures: bool = True, round_retries: int = 2) -> History:
     """Run FedDIP in this process: Flower's strategy and ClientApp on an :class:`InProcessGrid`.
 
     Parameters
@@ -237,10 +289,20 @@ def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
         Called with each round's record (after evaluation).
     verbose : bool
         Keep Flower's INFO logging (off by default: it prints several lines per round).
+    min_fit_clients, accept_failures, round_retries
+        Failure semantics (see :class:`~dnnkit.feddip.flower.FedDIPStrategy`): a round needs
+        ``min_fit_clients`` valid updates (with ``accept_failures=False``: no failure at all);
+        a failed round is retried ``round_retries`` times, then the run stops.
 
     Returns
     -------
     History
+
+    Raises
+    ------
+    FederationError
+        When a round still lacks enough valid client updates after its retries (for example
+        when every client fails): the run never returns an untrained model as if trained.
 
     Examples
     --------
@@ -273,13 +335,16 @@ def run_feddip(model_fn: Callable[[], nn.Module], client_data: Sequence[Any],
         size = len(d[0]) if isinstance(d, (tuple, list)) else len(d)
         if size == 0:
             raise ValueError(f"Client {i} of run_feddip has no training data (empty client).")
+    _check_clients(model_fn, client_data)
     x_test = y_test = None
     if test_data is not None:
         x_test, y_test = _as_xy(test_data, "test_data")
     app = client_app or make_client_app(model_fn, lambda pid, _n: client_data[pid])
     grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)])
     with quiet_flower(not verbose):
-        strategy = FedDIPStrategy(model_fn(), config, checkpoint=checkpoint)
+        strategy = FedDIPStrategy(model_fn(), config, checkpoint=checkpoint,
+                                  min_fit_clients=min_fit_clients,
+                                  accept_failures=accept_failures, round_retries=round_retries)
     eval_model = model_fn()
 
     def evaluate_fn(done: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -15,6 +15,7 @@ reply is ``RecordDict({"arrays": ArrayRecord(local state), "metrics": MetricReco
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -38,13 +39,27 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_positive, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Optional_,
+    PathArg,
+    Real,
+    Sequence_,
+    Str,
+    check_int,
+    check_positive,
+    param_error,
+    validate_params,
+)
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.local import dpf_local_train
 from dnnkit.feddip.masks import erk_mask
 from dnnkit.feddip.server import FedDIPServer, client_seed, upload_stats
 
-__all__ = ["QUERY_PARTITION", "FedDIPStrategy", "make_client_app", "make_server_app"]
+__all__ = ["QUERY_PARTITION", "FedDIPStrategy", "FederationError", "make_client_app",
+           "make_server_app"]
 
 log = logging.getLogger("dnnkit")
 
@@ -56,6 +71,10 @@ _CFG_KEYS = ("round", "lr", "lambda", "sparsity", "local_epochs", "batch_size", 
              "prunable")
 
 
+class FederationError(RuntimeError):
+    """A round could not gather enough valid client updates, even after its retries."""
+
+
 def _state_to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
 
@@ -64,6 +83,11 @@ def _mask_to_record(mask: Mapping[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: m.detach().cpu().to(torch.uint8) for k, m in mask.items()})
 
 
+@validate_params({"model": Instance(nn.Module), "config": Instance(FedDIPConfig),
+                  "checkpoint": Optional_(PathArg()),
+                  "node_wait_timeout": Real(0.0, 1e7, closed="right"),
+                  "fraction_evaluate": Real(0.0, 1.0),
+                  "prunable": Optional_(Sequence_(Str(), min_len=0))})
 class FedDIPStrategy(FedAvg):
     """Flower strategy running FedDIP (a ``flwr.serverapp.strategy.FedAvg`` subclass).
 
@@ -84,6 +108,23 @@ class FedDIPStrategy(FedAvg):
         ``evaluate_fn``).
     prunable : list of str, optional
         Prunable state-dict entries (default: Conv/Linear weights).
+    min_fit_clients : int
+        Valid client updates a round needs to be aggregated (Flower's ``min_fit_clients``);
+        at most ``config.clients_per_round``.
+    accept_failures : bool
+        As in Flower: when true, a round with failed or invalid replies aggregates the valid
+        ones (if there are ``min_fit_clients``); when false, any failure fails the round.
+    round_retries : int
+        A round that failed is sent again to the clients without a valid reply this many
+        times; after that :class:`FederationError` is raised (the last checkpoint stays at the
+        previous round, so the run can be resumed).
+
+    Notes
+    -----
+    Every reply is validated before aggregation: an error reply, missing or unexpected tensors,
+    a wrong shape, NaN/inf values or a non-positive example count drop that reply (the reason is
+    logged) and the rest are aggregated. Each round's record counts ``clients_failed`` (error
+    replies and timeouts), ``clients_invalid`` and ``round_retries``.
 
     Attributes
     ----------
@@ -93,7 +134,15 @@ class FedDIPStrategy(FedAvg):
 
     def __init__(self, model: nn.Module, config: FedDIPConfig, *,
                  checkpoint: str | Path | None = None, node_wait_timeout: float = 120.0,
-                 fraction_evaluate: float = 0.0, prunable: list[str] | None = None) -> None:
+                 fraction_evaluate: float = 0.0, prunable: list[str] | None = None,
+                 min_fit_clients: int = 1, accept_failures: bool = True,
+                 round_retries: int = 2) -> None:
+        check_int(min_fit_clients, "min_fit_clients", 1, config.clients_per_round,
+                  where="FedDIPStrategy")
+        check_int(round_retries, "round_retries", 0, 100, where="FedDIPStrategy")
+        if not isinstance(accept_failures, bool):
+            raise TypeError(param_error("accept_failures", "FedDIPStrategy", "a bool",
+                                        type(accept_failures).__name__))
         super().__init__(fraction_train=1.0, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=config.clients_per_round,
                          min_evaluate_nodes=1 if fraction_evaluate > 0 else 0,
@@ -106,9 +155,14 @@ class FedDIPStrategy(FedAvg):
         if self.checkpoint is not None and self.checkpoint.is_file():
             self.server.load(self.checkpoint)
             log.info("FedDIP: resuming from %s at round %d", self.checkpoint, self.server.round)
+        self.min_fit_clients = min_fit_clients
+        self.accept_failures = accept_failures
+        self.round_retries = round_retries
         self.partition_of: dict[int, int] = {}
         self._offset = 0
         self._sent: dict[int, int] = {}
+        self._round_msgs: dict[int, dict[int, RecordDict]] = {}
+        self._grid: Grid | None = None
 
     def summary(self) -> None:
         log.info("FedDIPStrategy: %s", self.config)
@@ -171,40 +225,110 @@ class FedDIPStrategy(FedAvg):
             content["mask"] = _mask_to_record(mask)
         record = RecordDict(content)
         self._sent[t] = len(parts)
+        self._grid = grid
+        self._round_msgs = {t: {node_of[p]: record for p in parts}}
         log.info("FedDIP round %d: clients %s", t, parts)
         return [Message(record, dst_node_id=node_of[p], message_type=MessageType.TRAIN,
                         group_id=str(server_round)) for p in parts]
 
+    def _screen(self, t: int, replies: Iterable[Message]
+                ) -> tuple[list[Message], list[tuple[int, str, str]]]:
+        """Split replies into valid ones and ``(node, kind, reason)`` for the dropped ones
+        (kind ``failed`` for error replies, ``invalid`` for bad content)."""
+        valid, dropped = [], []
+        for m in replies:
+            node = m.metadata.src_node_id
+            if m.has_error():
+                dropped.append((node, "failed", str(m.error.reason)))
+                continue
+            why = self._reply_problem(m)
+            if why is None:
+                valid.append(m)
+            else:
+                dropped.append((node, "invalid", why))
+        for node, kind, why in dropped:
+            log.warning("FedDIP round %d: dropped %s reply of node %s: %s", t, kind, node, why)
+        return valid, dropped
+
+    def _reply_problem(self, m: Message) -> str | None:
+        try:
+            arrays = m.content.array_records.get("arrays")
+            if arrays is None:
+                return "no 'arrays' record"
+            state = arrays.to_torch_state_dict()
+            rec = next(iter(m.content.metric_records.values()), {})
+            n = float(rec.get("num-examples", 0))
+        except Exception as exc:  # noqa: BLE001  (a malformed reply is dropped, not fatal)
+            return f"unreadable ({type(exc).__name__}: {exc})"
+        if not math.isfinite(n) or n <= 0:
+            return f"reported {rec.get('num-examples', 0)} training examples"
+        missing = sorted(set(self.server.state) - set(state))
+        extra = sorted(set(state) - set(self.server.state))
+        if missing or extra:
+            return f"tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})"
+        for k, ref in self.server.state.items():
+            v = state[k]
+            if tuple(v.shape) != tuple(ref.shape):
+                return f"{k!r} has shape {tuple(v.shape)}, the model's is {tuple(ref.shape)}"
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                return f"{k!r} holds NaN or infinite values"
+        return None
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         t = server_round - 1 + self._offset
-        replies = list(replies)
+        valid, dropped = self._screen(t, list(replies))
+        sent = self._round_msgs.get(t, {})
+        retries = 0
+
+        def short() -> list[int]:
+            got = {m.metadata.src_node_id for m in valid}
+            return [n for n in sent if n not in got] or [n for n, _, _ in dropped
+                                                         if n not in got]
+
+        def failing() -> bool:
+            return len(valid) < self.min_fit_clients or (not self.accept_failures
+                                                         and bool(short()))
+
+        while failing() and sent and self._grid is not None and retries < self.round_retries:
+            retries += 1
+            redo = short()
+            log.warning("FedDIP round %d: %d valid update(s), %d needed; retry %d/%d with "
+                        "nodes %s", t, len(valid), self.min_fit_clients, retries,
+                        self.round_retries, redo)
+            msgs = [Message(sent[n], dst_node_id=n, message_type=MessageType.TRAIN,
+                            group_id=str(server_round)) for n in redo]
+            new_valid, new_dropped = self._screen(
+                t, self._grid.send_and_receive(msgs, timeout=self._timeout))
+            valid += new_valid
+            dropped += new_dropped
+        if failing():
+            reasons = "; ".join(f"node {n} {k}: {w}" for n, k, w in dropped[-8:]) or "no reply"
+            raise FederationError(
+                f"FedDIP round {t}: {len(valid)} valid client update(s), "
+                f"{self.min_fit_clients} needed"
+                f"{'' if self.accept_failures else ' and no failure allowed'}, after "
+                f"{retries} retr{'y' if retries == 1 else 'ies'} ({reasons}). The global model "
+                "and the last checkpoint stay at the previous round.")
         # deterministic order (partition id) so every engine sums in the same order
-        replies.sort(key=lambda m: self.partition_of.get(m.metadata.src_node_id, 1 << 30))
-        ok = [m for m in replies if not m.has_error()]
-        for m in ok:
-            rec = next(iter(m.content.metric_records.values()), {})
-            if float(rec.get("num-examples", 0)) <= 0:
-                raise ValueError(f"Round {t}: node {m.metadata.src_node_id} reported "
-                                 f"{rec.get('num-examples', 0)} training examples; every "
-                                 "client needs data.")
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        for m in replies:
-            if m.has_error():
-                log.warning("FedDIP round %d: dropped failed client (node %s): %s", t,
-                            m.metadata.src_node_id, m.error.reason)
+        valid.sort(key=lambda m: self.partition_of.get(m.metadata.src_node_id, 1 << 30))
+        arrays, metrics = super().aggregate_train(server_round, valid)
         sums = {"upload-bytes": 0, "upload-zeros": 0, "upload-numel": 0}
-        for m in ok:
+        for m in valid:
             rec = next(iter(m.content.metric_records.values()))
             for key in sums:
                 sums[key] += int(rec.get(key, 0))
         agg = arrays.to_torch_state_dict() if arrays is not None else None
-        if agg is None:
-            log.warning("FedDIP round %d: no client replied; the global model is unchanged.", t)
         record = self.server.finish_round(
-            t, agg, num_sent=self._sent.get(t, len(replies)), num_received=len(ok),
-            upload_bytes=sums["upload-bytes"], upload_zeros=sums["upload-zeros"],
-            upload_numel=sums["upload-numel"])
+            t, agg, num_sent=self._sent.get(t, len(valid) + len(dropped)),
+            num_received=len(valid), upload_bytes=sums["upload-bytes"],
+            upload_zeros=sums["upload-zeros"], upload_numel=sums["upload-numel"])
+        replied = {m.metadata.src_node_id for m in valid} | {n for n, _, _ in dropped}
+        timed_out = len(set(sent) - replied)
+        record["clients_failed"] = sum(k == "failed" for _, k, _ in dropped) + timed_out
+        record["clients_invalid"] = sum(k == "invalid" for _, k, _ in dropped)
+        record["round_retries"] = retries
+        self._round_msgs.pop(t, None)
         if self.checkpoint is not None:
             self.server.save(self.checkpoint)
         out = MetricRecord({k: float(v) for k, v in record.items()
@@ -304,6 +428,9 @@ class shuffled_batches:
             yield tuple(t[idx] for t in self.data.tensors)
 
 
+@validate_params({"model_fn": Callable_(), "load_partition": Callable_(),
+                  "load_test": Optional_(Callable_()),
+                  "device": AnyOf(Str(), Instance(torch.device))})
 def make_client_app(model_fn: Callable[[], nn.Module],
                     load_partition: Callable[[int, int], Any], *,
                     load_test: Callable[[int, int], Any] | None = None,

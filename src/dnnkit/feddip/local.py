@@ -10,7 +10,19 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import preserved_mode
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Sequence_,
+    Str,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 from dnnkit.feddip.masks import check_mask, prunable_parameters
 
 __all__ = ["dpf_local_train"]
@@ -36,6 +48,14 @@ def _sgd_step(params: list[torch.Tensor], bufs: list[torch.Tensor | None], *, lr
         p.add_(d, alpha=-lr)
 
 
+@validate_params({"model": Instance(nn.Module), "mask": Optional_(Instance(Mapping)),
+                  "epochs": Int(1, 100_000), "lr": Real(0.0, 100.0, closed="right"),
+                  "lam": Real(0.0, 1e6), "weight_decay": Real(0.0, 10.0),
+                  "momentum": Real(0.0, 1.0, closed="left"),
+                  "norm_p": Real(0.0, 100.0, closed="right"), "prox_mu": Real(0.0, 1e6),
+                  "global_state": Optional_(Instance(Mapping)),
+                  "prunable": Optional_(Sequence_(Str(), min_len=0)),
+                  "loss_fn": Optional_(Callable_())})
 def dpf_local_train(
     model: nn.Module,
     mask: Mapping[str, torch.Tensor] | None,
@@ -115,6 +135,9 @@ def dpf_local_train(
     >>> dpf_local_train(net, mask, data, epochs=2, lr=0.1, lam=1e-3)["num_examples"]
     16
     """
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(param_error("model", "dpf_local_train", "a model with parameters to "
+                                     "train (model has no parameters)", type(model).__name__))
     if not isinstance(model, nn.Module):
         raise TypeError(param_error("model", _WHERE, "a torch.nn.Module", type(model).__name__))
     check_int(epochs, "epochs", 1, where=_WHERE)

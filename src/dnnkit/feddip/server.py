@@ -14,7 +14,18 @@ import torch
 from torch import nn
 
 from dnnkit.core.checkpoint import CheckpointError, load_tensors, save_tensors
-from dnnkit.core.validation import check_int, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    PathArg,
+    Real,
+    Sequence_,
+    Str,
+    check_int,
+    param_error,
+    validate_params,
+)
 from dnnkit.feddip.config import FedDIPConfig, round_plan
 from dnnkit.feddip.masks import (
     check_mask,
@@ -117,6 +128,12 @@ def client_seed(seed: int, round_index: int, client: int) -> int:
     return int(np.random.SeedSequence([seed, round_index, client, 7]).generate_state(1)[0])
 
 
+_T = Int(0, 10_000_000)
+_COUNT = Int(0, 10**15)
+
+
+@validate_params({"model": Instance(nn.Module), "config": Instance(FedDIPConfig),
+                  "prunable": Optional_(Sequence_(Str(), min_len=0))})
 class FedDIPServer:
     """The FedDIP server state and round logic, independent of the federation engine.
 
@@ -174,6 +191,7 @@ class FedDIPServer:
                                   seed=client_seed(config.seed, 0, 1 << 20)).items()}
 
     # --- what a round sends -------------------------------------------------------------
+    @validate_params({"t": _T})
     def round_config(self, t: int) -> dict[str, Any]:
         """Learning rate, lambda, scheduled sparsity and the client settings of round ``t``."""
         cfg = self.config
@@ -190,6 +208,7 @@ class FedDIPServer:
         """The global state and the current mask (``None`` before the first pruning)."""
         return self.state, self.mask
 
+    @validate_params({"available": Sequence_(Int(0, 2**63 - 1)), "t": Optional_(_T)})
     def sample(self, available: Sequence[int], t: int | None = None) -> list[int]:
         """The clients of round ``t`` (default: the next round), drawn from ``available``."""
         t = self.round if t is None else t
@@ -197,6 +216,8 @@ class FedDIPServer:
                               round_index=t)
 
     # --- what a round receives ----------------------------------------------------------
+    @validate_params({"t": _T, "states": Sequence_(Instance(Mapping)),
+                      "num_examples": Sequence_(Real(0.0, None)), "num_sent": Optional_(_COUNT)})
     def aggregate(self, t: int, states: Sequence[Mapping[str, torch.Tensor]],
                   num_examples: Sequence[int | float], *, num_sent: int | None = None
                   ) -> dict[str, Any]:
@@ -218,6 +239,9 @@ class FedDIPServer:
             num_received=len(states), upload_bytes=sum(u["bytes"] for u in ups),
             upload_zeros=sum(u["zeros"] for u in ups), upload_numel=sum(u["numel"] for u in ups))
 
+    @validate_params({"t": _T, "aggregate": Optional_(Instance(Mapping)), "num_sent": _COUNT,
+                      "num_received": _COUNT, "upload_bytes": _COUNT, "upload_zeros": _COUNT,
+                      "upload_numel": _COUNT})
     def finish_round(self, t: int, aggregate: Mapping[str, torch.Tensor] | None, *,
                      num_sent: int, num_received: int, upload_bytes: int,
                      upload_zeros: int, upload_numel: int) -> dict[str, Any]:
@@ -300,6 +324,7 @@ class FedDIPServer:
         return out
 
     # --- checkpoints ---------------------------------------------------------------------
+    @validate_params({"path": PathArg()})
     def save(self, path: str | Path) -> Path:
         """Atomic safetensors checkpoint of the global model, mask, round and history."""
         tensors = {f"model.{k}": v for k, v in self.state.items()}
@@ -309,6 +334,7 @@ class FedDIPServer:
                 "config": dataclasses.asdict(self.config), "prunable": self.prunable}
         return save_tensors(path, tensors, meta)
 
+    @validate_params({"path": PathArg(must_exist=True, kind="file")})
     def load(self, path: str | Path) -> int:
         """Restore a :meth:`save` checkpoint; returns the next round to run.
 

@@ -54,8 +54,6 @@ def run_flower_simulation(model_fn: Callable[[], nn.Module], client_data: Sequen
                           "(or use dnnkit.feddip.run_feddip, which needs no Ray).")
     from flwr.simulation import run_simulation
 
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if len(client_data) < config.clients_per_round:
         raise ValueError(f"The 'clients_per_round' parameter of FedDIPConfig must be <= the "
                          f"number of clients ({len(client_data)}). Got "

@@ -37,13 +37,20 @@ True
 from dnnkit.interactions.explain import explain_models
 from dnnkit.interactions.extraction import extract_interactions, extract_shared_interactions
 from dnnkit.interactions.masking import masked_outputs
-from dnnkit.interactions.transforms import harsanyi_and, harsanyi_or
+from dnnkit.interactions.transforms import (
+    and_or_interactions,
+    harsanyi_and,
+    harsanyi_or,
+    reconstruct,
+)
 
 __all__ = [
+           "and_or_interactions",
            "explain_models",
            "extract_interactions",
            "extract_shared_interactions",
            "harsanyi_and",
            "harsanyi_or",
            "masked_outputs",
+           "reconstruct",
 ]

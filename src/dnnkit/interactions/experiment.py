@@ -24,6 +24,7 @@ from dnnkit.core.registry import RunContext, register
 from dnnkit.core.report import Claim, Result, Table
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.training import accuracy, fit, predict
+from dnnkit.core.validation import Instance, Int, Real, Sequence_, validate_params
 from dnnkit.interactions.extraction import extract_interactions, extract_shared_interactions
 from dnnkit.interactions.masking import masked_outputs, patch_players
 from dnnkit.interactions.metrics import (
@@ -43,6 +44,19 @@ CLAIM = ("Interactions extracted jointly from two different DNNs are faithful an
          "extracted from each model alone")
 
 
+_POS = Int(1, 1_000_000)
+
+
+# ``--set`` overrides go through dataclasses.replace, so these are checked before any work.
+# n_players: at most the 16 patches of an 8x8 digit at patch 2 (and 2**16 masked forwards per
+# sample); more would be silently clamped by the player construction.
+@validate_params({"test_fraction": Real(0.0, 1.0, closed="neither"), "epochs": _POS,
+                  "mlp_hidden": Sequence_(_POS), "cnn_width": _POS, "n_players": Int(2, 16),
+                  "patch": Int(1, 4), "per_class": Int(1, 10_000), "alpha": Real(0.0, 1.0),
+                  "tau_ratio": Real(0.0, 1.0), "bound_ratio": Real(0.0, 1.0),
+                  "steps": Int(1, 10_000_000), "lr": Real(0.0, 100.0, closed="right"),
+                  "ratios": Sequence_(Real(0.0, 1.0)), "check_ratios": Sequence_(Real(0.0, 1.0)),
+                  "min_accuracy": Real(0.0, 1.0), "lp_check": Instance(bool)})
 @dataclass(frozen=True)
 class Config:
     test_fraction: float = 0.3

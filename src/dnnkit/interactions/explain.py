@@ -7,13 +7,35 @@ from typing import Literal
 
 import torch
 
-from dnnkit.core.validation import param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    Tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.interactions.extraction import InteractionResult, extract_shared_interactions
 from dnnkit.interactions.masking import masked_outputs
 
 __all__ = ["explain_models"]
 
 
+_BOUND = Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None))))
+
+
+@validate_params({"models": Sequence_(Callable_()), "x": Tensor(dtype="floating"),
+                  "players": Instance(list, tuple, torch.Tensor), "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)),
+                  "output": Str(), "alpha": Real(0.0, 1.0),
+                  "tau_ratio": Real(0.0, 1.0), "specific_bound": _BOUND,
+                  "solver": Options("adam", "lp"), "steps": Int(1, 10_000_000),
+                  "lr": Real(0.0, 100.0, closed="right"), "batch_size": Int(1, 1 << 24)})
 def explain_models(
     models: Sequence[Callable[[torch.Tensor], torch.Tensor]],
     x: torch.Tensor,
@@ -63,8 +85,8 @@ def explain_models(
     [torch.Size([8]), torch.Size([8])]
     """
     where = "explain_models"
-    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence) or len(models) < 2:
-        raise ValueError(param_error("models", where, "a sequence of at least 2 models",
+    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence) or len(models) < 1:
+        raise ValueError(param_error("models", where, "a non-empty sequence of models",
                                      type(models).__name__ if not isinstance(models, Sequence)
                                      else f"{len(models)} model(s)"))
     if target is None:

@@ -18,11 +18,19 @@ from typing import Literal
 import torch
 
 from dnnkit.core.validation import (
+    AnyOf,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Sequence_,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
     check_positive,
     param_error,
+    validate_params,
 )
 from dnnkit.interactions.subsets import index_to_subset
 from dnnkit.interactions.transforms import (
@@ -386,6 +394,11 @@ def _lp_shared(vs, taus, bounds_, alpha: float, n: int):
 
 
 # --- public extraction ------------------------------------------------------------------------
+_EXTRACT = {"tau_ratio": Real(0.0, 1.0), "solver": Options("adam", "lp"),
+            "steps": Int(1, 10_000_000), "lr": Real(0.0, 100.0, closed="right")}
+
+
+@validate_params({"values": Tensor(), **_EXTRACT})
 def extract_interactions(
     values: torch.Tensor,
     *,
@@ -481,6 +494,9 @@ def extract_interactions(
                              (tau_ratio * gain).reshape(batch), obj.reshape(batch))
 
 
+@validate_params({"values": Sequence_(Tensor()), "alpha": Real(0.0, 1.0),
+                  "specific_bound": Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None)))),
+                  **_EXTRACT})
 def extract_shared_interactions(
     values: Sequence[torch.Tensor],
     *,
@@ -504,8 +520,10 @@ def extract_shared_interactions(
 
     Parameters
     ----------
-    values : sequence of m >= 2 tensors, each (2**n,) or (B, 2**n)
-        ``v^(i)(x_T)`` of each model on the same samples and players.
+    values : sequence of m >= 1 tensors, each (2**n,) or (B, 2**n)
+        ``v^(i)(x_T)`` of each model on the same samples and players. With one model the
+        problem is exactly :func:`extract_interactions` (the shared split is unbounded and Eq. (6)
+        reduces to the L1 norm), and that function's result is returned in a list.
     alpha : float in [0, 1]
         Weight of the plain L1 term (paper: 0.1). With ``alpha=1`` the models are coupled only
         through ``gammabar``.
@@ -528,7 +546,7 @@ def extract_shared_interactions(
     Raises
     ------
     ValueError
-        Fewer than 2 models, models with different n or sample counts, ``alpha`` outside
+        No model, models with different n or sample counts, ``alpha`` outside
         [0, 1], ``tau_ratio`` outside [0, 1], a negative ``specific_bound`` or one of the
         wrong length.
 
@@ -549,10 +567,19 @@ def extract_shared_interactions(
     if isinstance(values, torch.Tensor) or not isinstance(values, Sequence):
         raise TypeError(param_error("values", where, "a list of tensors, one per model",
                                     type(values).__name__))
-    if len(values) < 2:
-        raise ValueError(param_error("values", where, "a list of at least 2 models' values (use "
-                                     "extract_interactions for one model)",
-                                     f"{len(values)} model(s)"))
+    if len(values) < 1:
+        raise ValueError(param_error("values", where, "a list of at least 1 model's values",
+                                     "an empty list"))
+    if len(values) == 1:
+        # Eq. (6) with m = 1 is (1 - alpha) |I| + alpha |I| = |I| with an unbounded split: the
+        # single-model extraction, exactly (a sweep over the number of models starts here).
+        check_interval(alpha, "alpha", 0.0, 1.0, where=where)
+        if specific_bound is not None and not isinstance(specific_bound, (int, float)):
+            if not isinstance(specific_bound, Sequence) or len(specific_bound) != 1:
+                raise ValueError(param_error("specific_bound", where, "None, a float or 1 float",
+                                             specific_bound))
+        return [extract_interactions(values[0], tau_ratio=tau_ratio, solver=solver, steps=steps,
+                                     lr=lr)]
     vals = [_check_values(v, f"values[{i}]", where) for i, v in enumerate(values)]
     for i, v in enumerate(vals[1:], 1):
         if v.shape != vals[0].shape:

@@ -8,7 +8,21 @@ from typing import Literal
 
 import torch
 
-from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.interactions.subsets import check_n, index_to_subset
 
 __all__ = ["log_odds", "masked_outputs", "patch_players", "player_masks"]
@@ -103,6 +117,9 @@ def _bits(masks: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+@validate_params({"model": Callable_(), "x": Tensor(dtype="floating"), "players": Instance(list, tuple, torch.Tensor),
+                  "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)), "output": AnyOf(Str(), Callable_()),
+                  "subtract_empty": Instance(bool), "batch_size": Int(1, 1 << 24)})
 def masked_outputs(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,

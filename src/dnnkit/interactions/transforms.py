@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from dnnkit.core.validation import check_tensor, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Optional_,
+    Real,
+    Tensor,
+    check_interval,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.interactions.subsets import n_from_length
 
 __all__ = [
@@ -94,6 +104,7 @@ def _check_values(values: object, name: str, where: str) -> torch.Tensor:
     return values
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     r"""Harsanyi dividends (AND interactions) of a set function, batched over leading dims.
 
@@ -132,6 +143,7 @@ def harsanyi_and(values: torch.Tensor) -> torch.Tensor:
     return moebius(values)
 
 
+@validate_params({"values": Tensor(nonempty=False)})  # length 2**n: checked below
 def harsanyi_or(values: torch.Tensor) -> torch.Tensor:
     r"""OR interactions of a set function (a pattern counts when ANY of its players is present).
 
@@ -182,6 +194,10 @@ def _split(values: torch.Tensor, gamma: torch.Tensor | None, eps: torch.Tensor |
     return half + gamma, half - gamma
 
 
+@validate_params({"values": Tensor(nonempty=False),
+                  "gamma": Optional_(AnyOf(Real(), Tensor(nonempty=False))),
+                  "eps": Optional_(AnyOf(Real(), Tensor(nonempty=False))),
+                  "merge": Instance(bool)})
 def and_or_interactions(
     values: torch.Tensor,
     gamma: torch.Tensor | None = None,
@@ -201,8 +217,9 @@ def and_or_interactions(
     Parameters
     ----------
     values : torch.Tensor, shape (..., 2**n)
-    gamma, eps : torch.Tensor, shape broadcastable to ``values``, optional
-        The learnable split and the bounded noise; ``None`` means zero.
+    gamma, eps : torch.Tensor broadcastable to ``values``, a float, or None
+        The learnable split and the bounded noise; a float is the same value for every ``T``;
+        ``None`` means zero.
     merge : bool
         Add ``I_or(S)`` to ``I_and(S)`` and zero it for ``|S| <= 1`` (where AND and OR coincide),
         as all the paper's figures do. Reconstruction is unchanged by the merge.
@@ -225,19 +242,25 @@ def and_or_interactions(
     """
     where = "and_or_interactions"
     values = _check_values(values, "values", where)
-    for name, t in (("gamma", gamma), ("eps", eps)):
+    split = {"gamma": gamma, "eps": eps}
+    for name, t in list(split.items()):
         if t is not None:
+            if isinstance(t, (int, float)) and not isinstance(t, bool):   # a scalar split/noise
+                t = check_interval(t, name, where=where)
+                t = torch.tensor(t, dtype=values.dtype, device=values.device)
             t = check_tensor(t, name, floating=True, where=where)
+            split[name] = t
             try:
                 torch.broadcast_shapes(t.shape, values.shape)
             except RuntimeError:
                 raise ValueError(param_error(name, where, f"broadcastable to {tuple(values.shape)}",
                                              f"shape {tuple(t.shape)}")) from None
-    v_and, v_or = _split(values, gamma, eps)
+    v_and, v_or = _split(values, split["gamma"], split["eps"])
     i_and, i_or = moebius(v_and), _or_transform(v_or)
     return merge_singletons(i_and, i_or) if merge else (i_and, i_or)
 
 
+@validate_params({"i_and": Tensor(nonempty=False), "i_or": Optional_(Tensor(nonempty=False))})
 def reconstruct(i_and: torch.Tensor, i_or: torch.Tensor | None = None) -> torch.Tensor:
     r"""Rebuild ``v(x_T) + eps_T`` for every ``T`` from AND and OR interactions.
 
@@ -252,6 +275,10 @@ def reconstruct(i_and: torch.Tensor, i_or: torch.Tensor | None = None) -> torch.
     Returns
     -------
     torch.Tensor, shape (..., 2**n)
+
+    References
+    ----------
+    Chen et al. (ICLR 2024), Sec. 2 (universal matching of the AND-OR decomposition).
 
     Examples
     --------

@@ -18,7 +18,25 @@ from pathlib import Path
 import torch
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_choice, check_int, check_tensor, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_memory,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.options.processes import (
     CONTRACT_HIGH,
     CONTRACT_LOW,
@@ -37,6 +55,10 @@ __all__ = [
 ]
 
 
+_BOUNDS = AnyOf(Tensor(ndim=(0, 1)), Sequence_(Real()))
+
+
+@validate_params({"names": Sequence_(Str()), "low": _BOUNDS, "high": _BOUNDS})
 @dataclass(frozen=True)
 class Box:
     """An axis-aligned box of named features, ``low <= x <= high`` (float64)."""
@@ -61,14 +83,23 @@ class Box:
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
+    def _check_width(self, x: torch.Tensor, fn: str) -> None:
+        if x.shape[-1] != self.dim:
+            raise ValueError(param_error("x", f"options.Box.{fn}",
+                                         f"a tensor with {self.dim} features {list(self.names)}",
+                                         f"shape {tuple(x.shape)}"))
+
     @property
     def dim(self) -> int:
         return len(self.names)
 
+    @validate_params({"n": Int(1, 100_000_000), "method": Options("uniform", "lhs", "sobol"),
+                      "seed": Seed()})
     def sample(self, n: int, method: str = "uniform", seed=None) -> torch.Tensor:
         """``n`` points in the box, shape ``(n, d)``, float64 (``uniform``, ``lhs``, ``sobol``)."""
         check_int(n, "n", 1, where="Box.sample")
         check_choice(method, "method", ("uniform", "lhs", "sobol"), where="Box.sample")
+        check_memory(3 * 8.0 * n * self.dim, "n", "options.Box.sample")
         gen = make_generator(seed)
         d = self.dim
         if method == "uniform":
@@ -81,20 +112,26 @@ class Box:
             u = torch.quasirandom.SobolEngine(d, scramble=True, seed=s).draw(n, dtype=torch.float64)
         return self.low + (self.high - self.low) * u
 
+    @validate_params({"x": Tensor(ndim=(1, 2))})
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Map to ``[-1, 1]`` per feature (degenerate features map to 0); keeps dtype/device."""
+        self._check_width(x, "to_unit")
         lo, hi = self.low.to(x), self.high.to(x)
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
         return torch.where(hi > lo, 2 * (x - lo) / span - 1, torch.zeros_like(x))
 
+    @validate_params({"x": Tensor(ndim=(1, 2)), "tol": Real(0.0, 1e6)})
     def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
         """Boolean per row: inside the box up to ``tol`` times the box width."""
+        self._check_width(x, "contains")
         lo, hi = self.low.to(x), self.high.to(x)
         w = (hi - lo) * tol
         return ((x >= lo - w) & (x <= hi + w)).all(-1)
 
+    @validate_params({"x": Tensor(ndim=(1, 2))})
     def violations(self, x: torch.Tensor) -> list[str]:
         """Human-readable list of features outside the box and by how much (worst row)."""
+        self._check_width(x, "violations")
         lo, hi = self.low.to(x), self.high.to(x)
         out = []
         for j, nm in enumerate(self.names):
@@ -112,10 +149,14 @@ class Box:
 
 def default_box(model: str, contract_low: Sequence[float] = CONTRACT_LOW,
                 contract_high: Sequence[float] = CONTRACT_HIGH) -> Box:
-    """The default feature box ``[model parameters..., K/S, tau, r, q]`` (spec section 2.2)."""
+    """The default feature box ``[model parameters..., K/S, tau, r, q]`` (spec section 2.2).
+
+    The bounds are built in float64 from the Python floats, so the documented edges are exact
+    (a quote with K/S = 0.8 or tau = 0.05 lies inside, not 1e-8 outside)."""
     spec = get_model(model)
-    return Box(spec.params + CONTRACT_NAMES, torch.tensor(spec.low + tuple(contract_low)),
-               torch.tensor(spec.high + tuple(contract_high)))
+    return Box(spec.params + CONTRACT_NAMES,
+               torch.tensor(spec.low + tuple(contract_low), dtype=torch.float64),
+               torch.tensor(spec.high + tuple(contract_high), dtype=torch.float64))
 
 
 @dataclass
@@ -149,6 +190,9 @@ class PricingDataset:
                      for a, b in itertools.pairwise(bounds))
 
 
+@validate_params({"model": AnyOf(Str(), Callable_()), "n": Int(1, 100_000_000),
+                  "box": Optional_(Instance(Box)), "sampler": Options("uniform", "lhs", "sobol"),
+                  "chunk": Int(1, 100_000_000), "seed": Seed(), "option": Options("call", "put")})
 def generate_dataset(model: str | Callable, n: int, *, box: Box | None = None,
                      sampler: str = "uniform", chunk: int = 10_000, seed=0,
                      option: str = "call", **pricer_kw) -> PricingDataset:

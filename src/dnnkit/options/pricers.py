@@ -19,7 +19,16 @@ import math
 
 import torch
 
-from dnnkit.core.validation import check_choice, check_int, check_positive, param_error
+from dnnkit.core.validation import (
+    Options,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_positive,
+    param_error,
+    validate_params,
+)
 from dnnkit.options.processes import check_contracts, check_params, get_model
 
 __all__ = ["bs_price", "cos_price", "fft_price", "price_european", "vg_mixture_price"]
@@ -294,6 +303,10 @@ def vg_mixture_price(params, contracts, option: str = "call", *, step: float = 0
 _AUTO = {"bs": "closed", "heston": "cos", "vg": "mixture", "vgsa": "cos"}
 
 
+@validate_params({"model": Str(), "params": Tensor(ndim=(1, 2), finite=False),
+                  "contracts": Tensor(ndim=2, finite=False),  # finiteness: per column below
+                  "option": Options("call", "put"),
+                  "method": Options("auto", "closed", "cos", "fft", "mixture")})
 def price_european(model: str, params, contracts, option: str = "call", *,
                    method: str = "auto", **kw) -> torch.Tensor:
     """European price per unit strike under ``model``: the label generator.

@@ -29,12 +29,25 @@ from torch import nn
 from dnnkit.core.checkpoint import CheckpointError, load_tensors, save_tensors
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    PathArg,
+    Real,
+    Seed,
+    Str,
+    Tensor,
     check_choice,
     check_int,
     check_interval,
+    check_memory,
     check_positive,
     check_tensor,
     param_error,
+    validate_params,
 )
 from dnnkit.options.data import Box, PricingDataset
 from dnnkit.options.pricers import bs_call_unchecked
@@ -75,6 +88,12 @@ def _baseline(name: str, box: Box, X: torch.Tensor) -> torch.Tensor:
     return bs_call_unchecked(torch.sqrt(torch.clamp(var, min=1e-8)), contracts)
 
 
+_X = Tensor(ndim=2, dtype="floating")
+
+
+@validate_params({"feature_box": Instance(Box), "depth": Int(1, 1_000), "width": Int(1, 1_000_000),
+                  "activation": Options(*ACTIVATIONS), "baseline": Options(*BASELINES),
+                  "dtype": Instance(torch.dtype)})
 class SurrogatePricer(nn.Module):
     """MLP surrogate of a pricer on a feature box (Karatas et al. 2019, section 3).
 
@@ -113,6 +132,8 @@ class SurrogatePricer(nn.Module):
         check_int(width, "width", 1, where="SurrogatePricer")
         check_choice(activation, "activation", tuple(ACTIVATIONS), where="SurrogatePricer")
         check_choice(baseline, "baseline", BASELINES, where="SurrogatePricer")
+        check_memory(8.0 * depth * (width + 1) * (width + feature_box.dim), "width",
+                     "options.SurrogatePricer")
         need = _BASE_PARAMS.get(baseline, ())
         missing = [k for k in need if k not in feature_box.names]
         if missing or (baseline != "none" and feature_box.names[-4:] != ("m", "tau", "r", "q")):
@@ -135,6 +156,8 @@ class SurrogatePricer(nn.Module):
         self.register_buffer("y_scale", torch.ones((), dtype=torch.float64))
 
     @classmethod
+    @validate_params({"module": Instance(nn.Module), "feature_box": Instance(Box),
+                      "baseline": Options(*BASELINES)})
     def from_module(cls, module: nn.Module, feature_box: Box, *, baseline: str = "none"
                     ) -> SurrogatePricer:
         """Wrap a user's ``nn.Module`` (unit-scaled features ``(n, d)`` -> ``(n,)`` or
@@ -160,8 +183,14 @@ class SurrogatePricer(nn.Module):
         span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
         return torch.where(hi > lo, 2 * (X - lo) / span - 1, torch.zeros_like(X))
 
+    @validate_params({"X": _X})
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Raw features ``(n, d)`` -> ``C/K`` ``(n,)`` in the input's dtype (no box check)."""
+        if X.shape[1] != self.feature_box.dim:
+            raise ValueError(param_error("X", "options.SurrogatePricer.forward",
+                                         f"a tensor with {self.feature_box.dim} columns "
+                                         f"{list(self.feature_box.names)}",
+                                         f"shape {tuple(X.shape)}"))
         w = self._param()
         z = self.net(self._unit(X).to(w.device, w.dtype))
         if z.ndim == 2 and z.shape[1] == 1:
@@ -173,6 +202,7 @@ class SurrogatePricer(nn.Module):
         base = _baseline(self.config["baseline"], self.feature_box, X)
         return base + self.y_shift.to(X) + self.y_scale.to(X) * z
 
+    @validate_params({"X": Tensor(ndim=2), "strict": Instance(bool), "where": Str()})
     def check_features(self, X, *, strict: bool = False, where: str = "SurrogatePricer.price"
                        ) -> torch.Tensor:
         """Validate raw features: shape, finiteness and the training box.
@@ -196,6 +226,8 @@ class SurrogatePricer(nn.Module):
                           stacklevel=3)
         return X
 
+    @validate_params({"params": Tensor(ndim=(1, 2)), "contracts": Tensor(ndim=2, finite=False),
+                      "strict": Instance(bool)})
     def price(self, params, contracts, *, strict: bool = False) -> torch.Tensor:
         """Surrogate ``C/K`` for ``params (n, p)`` (or ``(1, p)``) and ``contracts (n, 4)``.
 
@@ -216,6 +248,15 @@ class SurrogatePricer(nn.Module):
         return self(X)
 
     # ------------------------------------------------------------------ training
+    @validate_params({"train": Instance(PricingDataset), "val": Optional_(Instance(PricingDataset)),
+                      "loss": Options(*LOSSES), "optimizer": Options(*OPTIMIZERS),
+                      "lr": Real(0.0, 10.0, closed="right"), "batch_size": Int(1, 100_000_000),
+                      "epochs": Int(1, 10_000_000),
+                      "time_budget_s": Optional_(Real(0.0, 1e7, closed="right")),
+                      "early_stopping": Int(1, 10_000_000),
+                      "lr_final": Real(0.0, 1.0, closed="right"),
+                      "weight_decay": Real(0.0, 10.0), "seed": Seed(),
+                      "on_epoch": Optional_(Callable_())})
     def fit(self, train: PricingDataset, val: PricingDataset | None = None, *, loss: str = "mse",
             optimizer: str = "adam", lr: float = 1e-3, batch_size: int = 1024,
             epochs: int = 200, time_budget_s: float | None = None, early_stopping: int = 20,
@@ -355,6 +396,7 @@ class SurrogatePricer(nn.Module):
         return hist
 
     # ------------------------------------------------------------------ persistence
+    @validate_params({"path": PathArg()})
     def save(self, path: str | Path) -> Path:
         """Write weights, box and normalisation as one safetensors file (atomic)."""
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
@@ -365,6 +407,9 @@ class SurrogatePricer(nn.Module):
         return save_tensors(path, tensors, meta)
 
     @classmethod
+    @validate_params({"path": PathArg(must_exist=True, kind="file"),
+                      "device": AnyOf(Str(), Instance(torch.device)),
+                      "module": Optional_(Instance(nn.Module))})
     def load(cls, path: str | Path, device: str | torch.device = "cpu", *,
              module: nn.Module | None = None) -> SurrogatePricer:
         """Rebuild a pricer written by :meth:`save`; ``CheckpointError`` on a bad file.

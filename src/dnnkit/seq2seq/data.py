@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from dnnkit.core.seeding import make_rng
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Int,
+    Real,
+    Str,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 
 __all__ = [
     "Vocab",
@@ -117,6 +125,10 @@ _CONJ = {"and": "et", "but": "mais"}
 _DET = {("the", "m"): "le", ("the", "f"): "la", ("a", "m"): "un", ("a", "f"): "une"}
 
 
+@validate_params({"n": Int(0, 10_000_000), "seed": Int(0, 2**63 - 1), "max_len": Int(8, 10_000),
+                  "n_nouns": Int(1, 100_000), "n_adjs": Int(1, 100_000),
+                  "n_verbs": Int(1, 100_000), "p_conj": Real(0.0, 1.0, closed="left"),
+                  "p_pp": Real(0.0, 1.0), "grammar_seed": Int(0, 2**63 - 1)})
 def toy_translation_corpus(n: int, seed: int = 0, max_len: int = 24, *, n_nouns: int = 10,
                            n_adjs: int = 4, n_verbs: int = 6, p_conj: float = 0.35,
                            p_pp: float = 0.3, grammar_seed: int = 1234,
@@ -293,6 +305,7 @@ def read_po_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+@validate_params({"lang": Str()})
 def gettext_parallel_corpus(lang: str = "fr") -> list[tuple[str, str]]:
     """English -> ``lang`` (msgid, msgstr) pairs from the gettext catalogues shipped inside an
     installed Django (``django/conf/locale/<lang>/LC_MESSAGES/django.po``): a small piece of
@@ -303,8 +316,12 @@ def gettext_parallel_corpus(lang: str = "fr") -> list[tuple[str, str]]:
     ImportError
         When Django is not installed (``pip install django``).
     ValueError
-        When the installed Django has no catalogue for ``lang``.
+        When the installed Django has no catalogue for ``lang``, or ``lang`` is not a locale
+        name (``fr``, ``pt_BR``, ``sr_Latn``): paths (absolute, ``..``) are refused.
     """
+    if not re.fullmatch(r"[A-Za-z]{2,3}(_[A-Za-z0-9]{2,8})?", lang):
+        raise ValueError(param_error("lang", "gettext_parallel_corpus",
+                                     "a locale name such as 'fr' or 'pt_BR' (not a path)", lang))
     try:
         import django
     except ImportError as exc:

@@ -17,7 +17,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_choice, check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Tensor,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 from dnnkit.seq2seq.data import check_id_sequences, pad_sequences
 from dnnkit.seq2seq.model import check_padded
 
@@ -107,6 +118,12 @@ def _validate_source(ms: list[StepDecoder], src: torch.Tensor, src_len: torch.Te
 
 
 @torch.no_grad()
+@validate_params({"src": Tensor(ndim=2, dtype="integer"),
+                  "src_len": Tensor(ndim=1, dtype="integer"),
+                  "beam_size": Int(1, 10_000), "max_len": Optional_(Int(1, 100_000)),
+                  "length_penalty": Real(0.0, 100.0),
+                  "ensemble": Options("mean_prob", "mean_logprob"),
+                  "return_n_best": Int(1, 10_000)})
 def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
                 src_len: torch.Tensor, *, beam_size: int = 12, max_len: int | None = None,
                 length_penalty: float = 0.0,
@@ -163,6 +180,10 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     check_choice(ensemble, "ensemble", ("mean_prob", "mean_logprob"), where=where)
     if max_len is not None:
         check_int(max_len, "max_len", 1, where=where)
+    if return_n_best > beam_size:
+        raise ValueError(param_error("return_n_best", where,
+                                     f"<= beam_size ({beam_size}): the search keeps only "
+                                     "beam_size hypotheses", return_n_best))
     src, src_len = _validate_source(ms, src, src_len, where)
     V = int(ms[0].tgt_vocab)
     K = beam_size
@@ -178,7 +199,9 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
     device = None
     with ExitStack() as stack:
         states = _encode_all(stack, ms, src, src_len, torch.arange(N).repeat_interleave(K))
-        scores = torch.full((N, K), -math.inf)
+        # scores accumulate token log-probabilities in float64 (float32 sums drift by ~1e-5
+        # over 30 tokens, enough to reorder close hypotheses)
+        scores = torch.full((N, K), -math.inf, dtype=torch.float64)
         scores[:, 0] = 0.0
         tokens = torch.empty((N, K, 0), dtype=torch.long)
         budget = [K] * N
@@ -196,7 +219,7 @@ def beam_search(models: StepDecoder | Sequence[StepDecoder], src: torch.Tensor,
             for m, st in zip(ms, states):
                 logp, st = m.step(y_prev, st)
                 device = logp.device
-                logps.append(logp.float().cpu())
+                logps.append(logp.double().cpu())
                 new_states.append(st)
             logp = _combine(logps, ensemble).view(N, K, V).clone()
             logp[:, :, pad] = -math.inf
@@ -253,12 +276,13 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
                      ensemble: Literal["mean_prob", "mean_logprob"] = "mean_prob",
                      add_eos: bool = True) -> torch.Tensor:
     """log p(hyp | src) of each hypothesis by stepping the decoder(s) (the quantity beam search
-    maximises), ``(H,)``. ``</s>`` is appended unless ``add_eos`` is false."""
+    maximises), ``(H,)`` float64 (token log-probabilities summed in float64). ``</s>`` is
+    appended unless ``add_eos`` is false."""
     where = "score_hypotheses"
     ms = check_ensemble(models, where)
     check_choice(ensemble, "ensemble", ("mean_prob", "mean_logprob"), where=where)
     if not hyps:
-        return torch.zeros(0)
+        return torch.zeros(0, dtype=torch.float64)
     V = int(ms[0].tgt_vocab)
     hyps = check_id_sequences(hyps, "hyps", V, pad_id=ms[0].pad_id, where=where)
     if add_eos:
@@ -270,16 +294,17 @@ def score_hypotheses(models: StepDecoder | Sequence[StepDecoder], src: Sequence[
     tgt, tgt_len = pad_sequences(hyps, ms[0].pad_id)
     with ExitStack() as stack:
         states = _encode_all(stack, ms, src_t, src_l, torch.zeros(H, dtype=torch.long))
-        total = torch.zeros(H)
+        total = torch.zeros(H, dtype=torch.float64)
         y_prev = torch.full((H,), ms[0].bos_id, dtype=torch.long)
         for t in range(tgt.shape[1]):
             logps = []
             for i, m in enumerate(ms):
                 logp, states[i] = m.step(y_prev.to(_dev(m)), states[i])
-                logps.append(logp.float().cpu())
+                logps.append(logp.double().cpu())
             logp = _combine(logps, ensemble)
             mask = t < tgt_len
-            total += torch.where(mask, logp.gather(1, tgt[:, t: t + 1])[:, 0], torch.zeros(H))
+            total += torch.where(mask, logp.gather(1, tgt[:, t: t + 1])[:, 0],
+                                 torch.zeros(H, dtype=torch.float64))
             y_prev = tgt[:, t]
     return total
 

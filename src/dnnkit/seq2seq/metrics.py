@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dnnkit.core.validation import check_choice, param_error
+from dnnkit.core.validation import Options, Sequence_, check_choice, param_error, validate_params
 
 __all__ = ["bleu", "bleu_by_length", "bleu_signature"]
 
@@ -33,6 +33,8 @@ def _as_lines(xs: Sequence, name: str, where: str) -> list[str]:
     return out
 
 
+@validate_params({"hyps": Sequence_(min_len=0), "refs": Sequence_(min_len=0),
+                  "tokenize": Options(*_TOKENIZERS)})
 def bleu(hyps: Sequence[str] | Sequence[Sequence[str]], refs: Sequence[str] | Sequence[Sequence[str]],
          *, tokenize: str = "none") -> float:
     """Corpus BLEU (0-100) of ``hyps`` against one reference each: exactly
@@ -48,6 +50,9 @@ def bleu(hyps: Sequence[str] | Sequence[Sequence[str]], refs: Sequence[str] | Se
 
     Raises
     ------
+    TypeError
+        When ``hyps`` or ``refs`` is a single string: it would be read as a list of one-character
+        sentences, so it is refused; wrap one sentence in a list (``bleu([h], [r])``).
     ValueError
         When the lists are empty or differ in length.
 

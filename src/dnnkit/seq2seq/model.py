@@ -13,13 +13,35 @@ import torch
 from torch import nn
 
 from dnnkit.core.seeding import SeedLike, make_generator
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Real,
+    Seed,
+    Sequence_,
+    Tensor,
+    check_int,
+    check_interval,
+    check_memory,
+    param_error,
+    validate_params,
+)
 
 __all__ = ["LSTMSeq2Seq", "Seq2SeqConfig", "check_padded", "reverse_padded"]
 
 State = tuple[torch.Tensor, torch.Tensor]
 
 
+_SIZE = Int(1, 1_000_000)
+_ID = Int(0, 10_000_000)
+
+
+@validate_params({"src_vocab": Int(4, 10_000_000), "tgt_vocab": Int(4, 10_000_000),
+                  "emb_dim": _SIZE, "hidden": _SIZE, "layers": Int(1, 1_000),
+                  "dropout": Real(0.0, 1.0, closed="left"),
+                  "init_range": Real(0.0, 100.0, closed="right"),
+                  "reverse_source": Instance(bool), "tie_target_embeddings": Instance(bool),
+                  "pad_id": _ID, "bos_id": _ID, "eos_id": _ID})
 @dataclass(frozen=True)
 class Seq2SeqConfig:
     """Size and options of :class:`LSTMSeq2Seq`; defaults are the paper's (section 3.4).
@@ -135,6 +157,18 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
+_SRC = {"src": Tensor(ndim=2, dtype="integer"), "src_len": Tensor(ndim=1, dtype="integer")}
+
+
+def n_parameters(cfg: Seq2SeqConfig) -> int:
+    """Parameter count of :class:`LSTMSeq2Seq` for ``cfg`` (computed, nothing allocated)."""
+    lstm = sum(4 * cfg.hidden * ((cfg.emb_dim if i == 0 else cfg.hidden) + cfg.hidden + 2)
+               for i in range(cfg.layers))
+    proj = 0 if cfg.tie_target_embeddings else cfg.hidden * cfg.tgt_vocab
+    return (cfg.src_vocab + cfg.tgt_vocab) * cfg.emb_dim + 2 * lstm + proj + cfg.tgt_vocab
+
+
+@validate_params({"cfg": Instance(Seq2SeqConfig), "seed": Seed()})
 class LSTMSeq2Seq(nn.Module):
     """Deep LSTM encoder-decoder of Sutskever et al. (2014), sections 2 and 3.4.
 
@@ -159,6 +193,8 @@ class LSTMSeq2Seq(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig, *, seed: SeedLike = 0) -> None:
         if not isinstance(cfg, Seq2SeqConfig):
             raise TypeError(param_error("cfg", "LSTMSeq2Seq", "a Seq2SeqConfig", type(cfg).__name__))
+        if torch.empty(0).device.type != "meta":
+            check_memory(4.0 * n_parameters(cfg), "cfg", "LSTMSeq2Seq")
         super().__init__()
         self.cfg = cfg
         drop = cfg.dropout if cfg.layers > 1 else 0.0
@@ -201,6 +237,7 @@ class LSTMSeq2Seq(nn.Module):
     def _device(self) -> torch.device:
         return self.proj.weight.device
 
+    @validate_params(_SRC)
     def check_source(self, src: torch.Tensor, src_len: torch.Tensor, where: str = "LSTMSeq2Seq.encode"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a padded source batch (see :func:`check_padded`)."""
@@ -220,6 +257,7 @@ class LSTMSeq2Seq(nn.Module):
             _, state = self.encoder(packed)
         return state
 
+    @validate_params(_SRC)
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> State:
         """Final encoder state v = (h, c), each ``(layers, B, hidden)``.
 
@@ -234,8 +272,14 @@ class LSTMSeq2Seq(nn.Module):
         src, src_len = self.check_source(src, src_len)
         return self._encode(src, src_len)
 
+    @validate_params({"y_prev": Tensor(ndim=1, dtype="integer"),
+                      "state": Sequence_(Instance(torch.Tensor), min_len=2, max_len=2)})
     def step(self, y_prev: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One decoder step: log p(y_t | v, y_<t) over the target vocabulary, ``(N, V)``."""
+        if y_prev.numel() and (int(y_prev.min()) < 0 or int(y_prev.max()) >= self.cfg.tgt_vocab):
+            raise ValueError(param_error("y_prev", "LSTMSeq2Seq.step",
+                                         f"ids in [0, {self.cfg.tgt_vocab})",
+                                         f"range [{int(y_prev.min())}, {int(y_prev.max())}]"))
         out, state = self.decoder(self.tgt_emb(y_prev.to(self._device()))[:, None, :], state)
         return torch.log_softmax(self.proj(out[:, 0]).float(), dim=-1), state
 
@@ -251,6 +295,7 @@ class LSTMSeq2Seq(nn.Module):
         out, _ = self.decoder(self.drop(self.tgt_emb(tgt_in.to(self._device()))), state)
         return self.proj(self.drop(out))
 
+    @validate_params({**_SRC, "tgt_in": Tensor(ndim=2, dtype="integer")})
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor
                 ) -> torch.Tensor:
         """Teacher-forced logits ``(B, T', V)`` for decoder inputs ``tgt_in`` (``<s>`` first)."""
@@ -265,6 +310,8 @@ class LSTMSeq2Seq(nn.Module):
                                          f"range [{int(tgt_in.min())}, {int(tgt_in.max())}]"))
         return self._logits(src, src_len, tgt_in)
 
+    @validate_params({**_SRC, "tgt": Tensor(ndim=2, dtype="integer"),
+                      "tgt_len": Tensor(ndim=1, dtype="integer")})
     def token_log_probs(self, src: torch.Tensor, src_len: torch.Tensor, tgt: torch.Tensor,
                         tgt_len: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` log p(y_t | v, y_<t) of every target token (0 on padding)."""
@@ -282,14 +329,18 @@ class LSTMSeq2Seq(nn.Module):
         mask = torch.arange(tgt.shape[1], device=dev)[None, :] < tgt_len.to(dev)[:, None]
         return lp * mask
 
+    @validate_params({**_SRC, "tgt": Tensor(ndim=2, dtype="integer"),
+                      "tgt_len": Tensor(ndim=1, dtype="integer")})
     def log_prob(self, src: torch.Tensor, src_len: torch.Tensor, tgt: torch.Tensor,
                  tgt_len: torch.Tensor) -> torch.Tensor:
         """``(B,)`` sum_t log p(y_t | v, y_<t) (eq. 1) of right-padded targets ``tgt``.
 
         Include ``</s>`` at the end of each target to score complete sentences (as beam search
-        and n-best rescoring do)."""
-        return self.token_log_probs(src, src_len, tgt, tgt_len).sum(1)
+        and n-best rescoring do). The sum is accumulated and returned in float64, like beam
+        search's scores, so both agree on long hypotheses."""
+        return self.token_log_probs(src, src_len, tgt, tgt_len).double().sum(1)
 
+    @validate_params({**_SRC, "include_cell": Instance(bool)})
     def sentence_vector(self, src: torch.Tensor, src_len: torch.Tensor, *,
                         include_cell: bool = True) -> torch.Tensor:
         """The fixed-size representation v (section 3.8, Fig. 2): ``[h_1..h_L, c_1..c_L]``,

@@ -20,7 +20,19 @@ from torch import nn
 
 from dnnkit.core.checkpoint import load_training_state, save_training_state
 from dnnkit.core.hooks import eval_mode
-from dnnkit.core.validation import check_choice, check_int, check_interval, check_positive
+from dnnkit.core.validation import (
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    PathArg,
+    Sequence_,
+    check_choice,
+    check_int,
+    check_interval,
+    check_positive,
+    validate_params,
+)
 from dnnkit.seq2seq.data import check_id_sequences, make_batches
 from dnnkit.seq2seq.model import LSTMSeq2Seq
 
@@ -136,6 +148,11 @@ def perplexity(model: LSTMSeq2Seq, pairs: Pairs, *, batch_size: int = 256) -> fl
     return math.exp(total / count)
 
 
+@validate_params({"model": Instance(LSTMSeq2Seq), "train_pairs": Sequence_(min_len=0),
+                  "valid_pairs": Optional_(Sequence_()), "cfg": Instance(TrainConfig),
+                  "checkpoint": Optional_(PathArg()), "checkpoint_every": Int(1, 10**9),
+                  "resume": Instance(bool), "stop_after": Optional_(Int(1, 10**9)),
+                  "log_every": Int(1, 10**9), "on_log": Optional_(Callable_())})
 def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = None,
           cfg: TrainConfig = TrainConfig(), *, checkpoint: str | Path | None = None,
           checkpoint_every: int = 200, resume: bool = True, stop_after: int | None = None,

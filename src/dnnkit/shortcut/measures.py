@@ -25,7 +25,25 @@ from torch.func import functional_call
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.seeding import make_generator, make_rng
 from dnnkit.core.training import accuracy, fit, predict
-from dnnkit.core.validation import check_choice, check_int, check_positive, param_error
+from dnnkit.core.validation import (
+    AnyOf,
+    Callable_,
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    Seed,
+    Sequence_,
+    Str,
+    Tensor,
+    check_choice,
+    check_int,
+    check_positive,
+    check_tensor,
+    param_error,
+    validate_params,
+)
 from dnnkit.shortcut.protocol import CueData, WCSTSplits
 
 __all__ = [
@@ -126,6 +144,11 @@ def _init_model(model_fn: Callable[[], nn.Module], seed: int) -> nn.Module:
     return model
 
 
+@validate_params({"model_fn": Callable_(), "splits": Instance(WCSTSplits),
+                  "epochs": Int(1, 1_000_000), "lr": Real(0.0, 10.0, closed="right"),
+                  "batch_size": Int(1, 100_000_000), "seeds": Sequence_(Int(0, 2**63 - 1)),
+                  "optimizer": Str(), "train": Optional_(Instance(CueData)),
+                  "progress": Instance(bool)})
 def cue_preference(
     model_fn: Callable[[], nn.Module],
     splits: WCSTSplits,
@@ -262,6 +285,11 @@ def _check_radii(radii: Sequence[float], where: str) -> np.ndarray:
     return r
 
 
+@validate_params({"model": Instance(nn.Module),
+                  "data": AnyOf(Instance(CueData), Sequence_(min_len=2, max_len=2)),
+                  "radii": AnyOf(Sequence_(Real(0.0, None, closed="neither")), Tensor(ndim=1)),
+                  "n_dirs": Int(1, 1_000_000), "loss_fn": Optional_(Callable_()),
+                  "seed": Seed(), "batch_size": Int(1, 100_000_000)})
 def sphere_flatness(
     model: nn.Module,
     data,
@@ -306,6 +334,11 @@ def sphere_flatness(
     r = _check_radii(radii, where)
     check_int(n_dirs, "n_dirs", 1, where=where)
     x, y = _as_xy(data, where)
+    check_tensor(x, "data", where=where)       # NaN/inf inputs would give a NaN answer
+    check_tensor(y, "data", where=where)
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(param_error("data", where, "a non-empty (x, y) pair of equal lengths",
+                                     f"{x.shape[0]} inputs and {y.shape[0]} labels"))
     loss_fn = loss_fn or nn.functional.cross_entropy
     params = _params(model)
     if not params:
@@ -370,6 +403,8 @@ def basin_rerun(
     return result
 
 
+@validate_params({"splits": Instance(WCSTSplits), "compressor": Options("lzma", "zlib", "bz2"),
+                  "n_bases": Int(1, 100_000), "seed": Seed()})
 def kc_proxy(
     splits: WCSTSplits,
     *,

@@ -21,7 +21,20 @@ import numpy as np
 import torch
 
 from dnnkit.core.seeding import make_rng
-from dnnkit.core.validation import check_choice, check_int, param_error, suggest
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Seed,
+    Sequence_,
+    Str,
+    check_choice,
+    check_int,
+    param_error,
+    suggest,
+    validate_params,
+)
 from dnnkit.shortcut.sources import DSpritesSource, FactorDataset
 
 __all__ = [
@@ -304,6 +317,11 @@ def _warn_unidentifiable(source: Source, cues: tuple[CueSpec, ...], base: list) 
                       "orientation levels render the same image.", UserWarning, stacklevel=3)
 
 
+@validate_params({"cues": Sequence_(Str()), "n_levels": Optional_(Int(2, 10_000)),
+                  "n_train": Int(1, 10_000_000), "n_val": Int(0, 10_000_000),
+                  "n_test": Int(1, 10_000_000), "binning": Options("balanced", "official"),
+                  "offdiag_sampling": Options("uniform_levels", "official"),
+                  "fixed": Optional_(Instance(Mapping)), "seed": Seed()})
 def make_wcst_ml(
     source: Source,
     cues: Sequence[str],
@@ -401,6 +419,8 @@ def make_wcst_ml(
     return WCSTSplits(specs, L, train, val, offdiag, chance, source, fixed_t, offdiag_sampling)
 
 
+@validate_params({"splits": Instance(WCSTSplits), "cue": Str(),
+                  "n": Optional_(Int(1, 10_000_000)), "seed": Seed()})
 def augmented_training_set(splits: WCSTSplits, cue: str, *, n: int | None = None,
                            seed: int | np.random.Generator | None = None) -> CueData:
     """The diagonal training set plus ``n`` off-diagonal samples labelled by ``cue``.

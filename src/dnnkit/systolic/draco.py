@@ -24,8 +24,24 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from dnnkit.core.validation import check_interval, param_error, suggest
-from dnnkit.systolic.layers import GemmLayer, divisors, extract_layers, regroup_layers
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Sequence_,
+    check_interval,
+    param_error,
+    suggest,
+    validate_params,
+)
+from dnnkit.systolic.layers import (
+    INPUT_SHAPE,
+    GemmLayer,
+    divisors,
+    extract_layers,
+    regroup_layers,
+)
 from dnnkit.systolic.model import DEFAULT_ARRAY, NetworkReport, SystolicArray, simulate
 
 __all__ = ["SweepPoint", "apply_group_size", "choose_group_sizes", "draco_sweep"]
@@ -74,6 +90,15 @@ def _point(g, rep: NetworkReport, layers: Sequence[GemmLayer], base: NetworkRepo
         mac_overhead=100.0 * (rep.total_macs / base.total_macs - 1.0), report=rep)
 
 
+#: A channels-per-group size: larger than any real layer's channel count is an error, not a
+#: silent clamp to the channel count.
+GROUP_SIZE = Int(1, 1 << 16)
+
+
+@validate_params({"model_or_layers": AnyOf(Instance(nn.Module),
+                                            Sequence_(Instance(GemmLayer), min_len=0)),
+                  "array": Instance(SystolicArray), "group_sizes": Sequence_(GROUP_SIZE),
+                  "input_shape": Optional_(INPUT_SHAPE), "strict": Instance(bool)})
 def draco_sweep(model_or_layers: nn.Module | Sequence[GemmLayer],
                 array: SystolicArray = DEFAULT_ARRAY,
                 group_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), *,
@@ -173,6 +198,9 @@ def _embed(old: torch.Tensor, c_old: int, groups_old: int, c_new: int, groups_ne
     return new
 
 
+@validate_params({"model": Instance(nn.Module),
+                  "group_size": AnyOf(GROUP_SIZE, Instance(Mapping)),
+                  "init_from_depthwise": Instance(bool)})
 def apply_group_size(model: nn.Module, group_size: int | Mapping[str, int], *,
                      init_from_depthwise: bool = False) -> nn.Module:
     """A copy of ``model`` whose depthwise ``Conv2d`` layers have ``G`` channels per group.

@@ -18,7 +18,18 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode, registered_hooks
-from dnnkit.core.validation import check_choice, param_error, suggest
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Sequence_,
+    Tensor,
+    check_choice,
+    check_memory,
+    param_error,
+    suggest,
+    validate_params,
+)
 
 __all__ = ["LAYER_KINDS", "GemmLayer", "divisors", "extract_layers", "regroup_layers"]
 
@@ -192,6 +203,12 @@ def _why_refused(m: nn.Module) -> str | None:
     return None
 
 
+#: An input shape ``(N, C, H, W)`` (or any rank) or an example tensor.
+INPUT_SHAPE = AnyOf(Sequence_(Int(1, 1_000_000), max_len=8), Tensor())
+
+
+@validate_params({"model": Instance(nn.Module), "input_shape": INPUT_SHAPE,
+                  "strict": Instance(bool), "return_unmodeled": Instance(bool)})
 def extract_layers(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, *,
                    strict: bool = True, return_unmodeled: bool = False
                    ) -> list[GemmLayer] | tuple[list[GemmLayer], list[str]]:
@@ -250,6 +267,10 @@ def extract_layers(model: nn.Module, input_shape: Sequence[int] | torch.Tensor, 
         if not shape or any(s < 1 for s in shape):
             raise ValueError(param_error("input_shape", "extract_layers",
                                          "a non-empty tuple of positive ints", input_shape))
+        numel = 1
+        for s in shape:
+            numel *= s
+        check_memory(8.0 * numel, "input_shape", "systolic.extract_layers")
         p = next(iter(model.parameters()), None)
         example = torch.zeros(shape, device=p.device if p is not None else "cpu",
                               dtype=p.dtype if p is not None and p.is_floating_point()

@@ -28,8 +28,18 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from dnnkit.core.validation import check_choice, param_error
-from dnnkit.systolic.layers import GemmLayer, extract_layers
+from dnnkit.core.validation import (
+    AnyOf,
+    Instance,
+    Int,
+    Optional_,
+    Sequence_,
+    Str,
+    check_choice,
+    param_error,
+    validate_params,
+)
+from dnnkit.systolic.layers import INPUT_SHAPE, GemmLayer, extract_layers
 
 __all__ = [
     "DATAFLOWS",
@@ -45,6 +55,8 @@ __all__ = [
 DATAFLOWS = ("os", "ws", "is")
 
 
+@validate_params({"rows": Int(1, 1 << 20), "cols": Int(1, 1 << 20),
+                  "dataflow": Str()})  # the name (any case) is checked in __post_init__
 @dataclass(frozen=True)
 class SystolicArray:
     """A ``rows`` x ``cols`` array of MAC units running one dataflow.
@@ -223,6 +235,10 @@ def simulate_layer(layer: GemmLayer, array: SystolicArray = DEFAULT_ARRAY) -> La
     return _report(layer, array.rows, array.cols, array.dataflow)
 
 
+@validate_params({"model_or_layers": AnyOf(Instance(nn.Module),
+                                            Sequence_(Instance(GemmLayer), min_len=0)),
+                  "array": Instance(SystolicArray), "input_shape": Optional_(INPUT_SHAPE),
+                  "strict": Instance(bool)})
 def simulate(model_or_layers: nn.Module | Sequence[GemmLayer],
              array: SystolicArray = DEFAULT_ARRAY, *,
              input_shape: Sequence[int] | torch.Tensor | None = None,

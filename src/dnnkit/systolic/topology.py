@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dnnkit.core.validation import param_error
+from dnnkit.core.validation import Instance, Sequence_, param_error, validate_params
 from dnnkit.systolic.layers import GemmLayer
 
 __all__ = ["to_scalesim_topology"]
@@ -40,6 +40,8 @@ def _conv_row(name: str, lay: GemmLayer, channels: int, filters: int) -> str:
     return f"{name}, {h}, {w}, {lay.k_h}, {lay.k_w}, {channels}, {filters}, {s},"
 
 
+@validate_params({"layers": Sequence_(Instance(GemmLayer), min_len=0),
+                  "per_group": Instance(bool), "gemm": Instance(bool)})
 def to_scalesim_topology(layers: Sequence[GemmLayer], *, per_group: bool = True,
                          gemm: bool = False) -> str:
     """SCALE-Sim v3.0.0 topology CSV text for ``layers``.

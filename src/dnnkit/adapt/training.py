@@ -1,0 +1,555 @@
+"""AdaPT training on any ``nn.Module``: a hook-based wrapper and the precision-switching SGD.
+
+:class:`AdaPTModel` quantizes, per layer, the inputs and outputs of every quantized layer
+(stochastic rounding, straight-through gradient) with hooks that live only for the duration of
+one forward call. :class:`AdaPTSGD` keeps a float master copy of every parameter, quantizes and
+normalises the gradients, adds the L1 term, runs SGD on the master, writes ``Q(master)`` back
+into the model and switches each layer's ``<WL, FL>`` with push-down / push-up (spec section 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dnnkit.adapt.fixed_point import FixedPointFormat, _quantize
+from dnnkit.adapt.heuristics import (
+    DIVERGENCES,
+    STRATEGIES,
+    _diversity,
+    _push_down,
+    _push_up,
+    adapt_lookback,
+    adapt_resolution,
+    next_strategy,
+)
+from dnnkit.core.hooks import registered_hooks
+from dnnkit.core.seeding import make_generator
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    Real,
+    check_choice,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
+
+__all__ = ["AdaPTConfig", "AdaPTModel", "AdaPTSGD", "LayerRecord"]
+
+_W = "adapt.AdaPTConfig"
+
+
+def _check_range(value, name: str) -> tuple[int, int]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(param_error(name, _W, "a (min, max) pair of ints", value))
+    lo = check_int(value[0], name, 1, 100_000, where=_W)
+    hi = check_int(value[1], name, 1, 100_000, where=_W)
+    if lo > hi:
+        raise ValueError(param_error(name, _W, "a (min, max) pair with min <= max", value))
+    return lo, hi
+
+
+@validate_params({"wl_init": Int(1, 32), "fl_init": Int(0, 32), "fl_floor": Int(0, 32),
+                  "lookback_momentum": Real(0.0, 1.0), "results_buffer": Int(0, 31),
+                  "strategy": Options(*STRATEGIES), "l1": Real(0.0, None),
+                  "tol": Real(0.0, None), "divergence": Optional_(Options(*DIVERGENCES)),
+                  "seed": Optional_(Int(0, 2**63 - 1))}, where=_W)
+@dataclass(frozen=True)
+class AdaPTConfig:
+    """Hyper-parameters of AdaPT (defaults: the official AlexNet/CIFAR-10 configuration).
+
+    Parameters
+    ----------
+    wl_init, fl_init : int
+        Initial format of every layer (8, 4).
+    fl_floor : int
+        Smallest fractional length push-down may choose (4); ``<= fl_init``.
+    lookback, resolution : (int, int)
+        ``(min, max)`` of the gradient-diversity window and of the histogram resolution.
+    lookback_momentum : float
+        ``mu`` of the lookback update, in [0, 1].
+    results_buffer : int
+        Integer head-room bits ``B`` kept by push-up (``0..31``).
+    strategy : {"min", "mean", "max"}
+        Initial push-up strategy; ``adapt_strategy`` switches it from the loss history.
+    quantize_weights, quantize_inputs, quantize_outputs, quantize_grads : bool
+        What is simulated in fixed point. All ``False`` (and ``normalize_grads=False``,
+        ``l1=0``) is plain SGD.
+    normalize_grads : bool
+        Per-tensor ``g / ||g||`` (always on in the official code).
+    l1 : float
+        L1 coefficient ``lambda_1``; the optimizer adds ``lambda_1 * sign(w)`` to the gradient.
+    tol : float
+        Divergence tolerated as "no information loss" in push-down (0).
+    divergence : {"kl", "official"} or None
+        Push-down's divergence; ``None`` means ``"kl"``, or ``"official"`` under
+        ``official_compat``.
+    official_compat : bool
+        Reproduce the official code's quirks (spec section 3): its divergence, its bisection,
+        push-down on the first output slice ``w[0]``, gradient diversity ``n / ||sum g||``,
+        heuristics only for weights with ``ndim > 1``, its loss averaging for the strategy
+        switch, and activation formats looked up with a per-layer counter in per-parameter
+        lists (layer ``j`` uses the format of layer ``j // 2``).
+    layer_types : tuple of module types
+        Layers that get a format (their direct parameters and activations are quantized).
+    seed : int or None
+        Seed of the stochastic rounding.
+    """
+
+    wl_init: int = 8
+    fl_init: int = 4
+    fl_floor: int = 4
+    lookback: tuple[int, int] = (25, 100)
+    resolution: tuple[int, int] = (50, 150)
+    lookback_momentum: float = 0.33
+    results_buffer: int = 4
+    strategy: Literal["min", "mean", "max"] = "min"
+    adapt_strategy: bool = True
+    quantize_weights: bool = True
+    quantize_inputs: bool = True
+    quantize_outputs: bool = True
+    quantize_grads: bool = True
+    normalize_grads: bool = True
+    l1: float = 1e-4
+    tol: float = 0.0
+    divergence: Literal["kl", "official"] | None = None
+    official_compat: bool = False
+    layer_types: tuple[type, ...] = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.wl_init, "wl_init", 1, 32, where=_W)
+        check_int(self.fl_init, "fl_init", 0, 32, where=_W)
+        check_int(self.fl_floor, "fl_floor", 0, 32, where=_W)
+        if self.fl_floor > self.fl_init:
+            raise ValueError(param_error("fl_floor", _W, f"<= fl_init ({self.fl_init})",
+                                         self.fl_floor))
+        _check_range(self.lookback, "lookback")
+        _check_range(self.resolution, "resolution")
+        check_interval(self.lookback_momentum, "lookback_momentum", 0.0, 1.0, where=_W)
+        check_int(self.results_buffer, "results_buffer", 0, 31, where=_W)
+        check_choice(self.strategy, "strategy", STRATEGIES, where=_W)
+        if self.divergence is not None:
+            check_choice(self.divergence, "divergence", DIVERGENCES, where=_W)
+        check_interval(self.l1, "l1", 0.0, None, where=_W)
+        if math.isinf(self.l1):
+            raise ValueError(param_error("l1", _W, "a finite float >= 0", self.l1))
+        check_interval(self.tol, "tol", 0.0, None, where=_W)
+        for name in ("adapt_strategy", "quantize_weights", "quantize_inputs", "quantize_outputs",
+                     "quantize_grads", "normalize_grads", "official_compat"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(param_error(name, _W, "a bool", getattr(self, name)))
+        types = self.layer_types
+        if (not isinstance(types, tuple) or not types
+                or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types)):
+            raise TypeError(param_error("layer_types", _W,
+                                        "a non-empty tuple of nn.Module subclasses", types))
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, int)):
+            raise TypeError(param_error("seed", _W, "an int or None", self.seed))
+        if self.seed is not None:
+            check_int(self.seed, "seed", 0, 2**63 - 1, where=_W)
+
+    @property
+    def divergence_kind(self) -> str:
+        if self.divergence is not None:
+            return self.divergence
+        return "official" if self.official_compat else "kl"
+
+    @classmethod
+    def dense(cls, **overrides) -> AdaPTConfig:
+        """Quantization, normalisation and L1 off: :class:`AdaPTSGD` is then ``torch.optim.SGD``."""
+        base = dict(quantize_weights=False, quantize_inputs=False, quantize_outputs=False,
+                    quantize_grads=False, normalize_grads=False, l1=0.0)
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One layer's state after an optimizer step."""
+
+    wl: int
+    fl: int
+    lookback: int
+    resolution: int
+    sparsity: float
+    grad_diversity: float = 1.0
+    numel: int = 0
+
+
+def _has_direct_params(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters(recurse=False))
+
+
+@validate_params({"model": Instance(nn.Module), "config": Optional_(Instance(AdaPTConfig))},
+                 where="adapt.AdaPTModel")
+class AdaPTModel(nn.Module):
+    """Wrap a user's model for simulated fixed-point training (hooks, no rewritten layers).
+
+    Every module of ``config.layer_types`` is a *quantized layer* with its own format
+    ``<WL, FL>`` (initially ``<wl_init, fl_init>``). During ``forward`` — and only then — hooks
+    replace the floating inputs and the output of each quantized layer by their stochastic
+    fixed-point quantization (nearest rounding in eval mode) with a straight-through gradient;
+    the hooks are removed when the call returns or raises. Weights are quantized by
+    :class:`AdaPTSGD` (it owns the float master copy).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The user's network. Every parameter must belong directly to a quantized layer.
+    config : AdaPTConfig
+
+    Raises
+    ------
+    ValueError
+        No quantized layer, or parameters held by modules outside ``layer_types`` (listed).
+
+    Examples
+    --------
+    >>> net = AdaPTModel(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
+    ...                  AdaPTConfig(seed=0))
+    >>> net(torch.zeros(5, 4)).shape, net.formats()["0"]
+    (torch.Size([5, 2]), FixedPointFormat(wl=8, fl=4, symmetric=False))
+    """
+
+    def __init__(self, model: nn.Module, config: AdaPTConfig | None = None) -> None:
+        where = "adapt.AdaPTModel"
+        if not isinstance(model, nn.Module):
+            raise TypeError(param_error("model", where, "a torch.nn.Module",
+                                        type(model).__name__))
+        config = AdaPTConfig() if config is None else config
+        if not isinstance(config, AdaPTConfig):
+            raise TypeError(param_error("config", where, "an AdaPTConfig",
+                                        type(config).__name__))
+        super().__init__()
+        self.model = model
+        self.config = config
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, config.layer_types)]
+        if not layers:
+            names = [t.__name__ for t in config.layer_types]
+            raise ValueError(param_error("model", where,
+                                         f"a model with at least one layer of type {names}",
+                                         type(model).__name__))
+        bad = [f"{n or '<root>'} ({type(m).__name__})" for n, m in model.named_modules()
+               if _has_direct_params(m) and not isinstance(m, config.layer_types)]
+        if bad:
+            raise ValueError(
+                param_error("model", where, "a model whose parameters all belong to layers of "
+                            f"{[t.__name__ for t in config.layer_types]}", ", ".join(bad))
+                + " Add their types to AdaPTConfig.layer_types to quantize them.")
+        self._layers: dict[str, nn.Module] = dict(layers)
+        fmt = FixedPointFormat(config.wl_init, config.fl_init)
+        self._formats: dict[str, FixedPointFormat] = {n: fmt for n in self._layers}
+        self._seed = config.seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    # -- state ------------------------------------------------------------------------------
+    def layer_names(self) -> list[str]:
+        """Names (``named_modules`` paths of the wrapped model) of the quantized layers."""
+        return list(self._layers)
+
+    def layer(self, name: str) -> nn.Module:
+        return self._layers[name]
+
+    def formats(self) -> dict[str, FixedPointFormat]:
+        """Current format of every quantized layer."""
+        return dict(self._formats)
+
+    def set_format(self, name: str, fmt: FixedPointFormat) -> None:
+        """Set a layer's format (used by :class:`AdaPTSGD`; weights follow at its next step)."""
+        if name not in self._formats:
+            from dnnkit.core.validation import suggest
+
+            raise KeyError(f"Unknown layer {name!r}.{suggest(name, self._formats)}")
+        if not isinstance(fmt, FixedPointFormat):
+            raise TypeError(param_error("fmt", "adapt.AdaPTModel.set_format",
+                                        "a FixedPointFormat", type(fmt).__name__))
+        self._formats[name] = fmt
+
+    def sparsity(self) -> dict[str, float]:
+        """Fraction of exact zeros among each quantized layer's parameters."""
+        out = {}
+        for n, m in self._layers.items():
+            ps = list(m.parameters(recurse=False))
+            tot = sum(p.numel() for p in ps)
+            zeros = sum(int((p.detach() == 0).sum()) for p in ps)
+            out[n] = zeros / tot if tot else 0.0
+        return out
+
+    def l1_penalty(self) -> torch.Tensor:
+        """``lambda_1 * sum |w|`` over the quantized layers' parameters (for logging: the
+        optimizer already adds its gradient)."""
+        ps = [p for m in self._layers.values() for p in m.parameters(recurse=False)]
+        if not ps:
+            return torch.zeros(())
+        return self.config.l1 * sum(p.detach().abs().sum() for p in ps)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The stochastic-rounding generator for ``device`` (one per device, seeded)."""
+        gen = self._generators.get(device)
+        if gen is None:
+            seed = None if self._seed is None else self._seed + len(self._generators)
+            gen = make_generator(seed, device=device)
+            self._generators[device] = gen
+        return gen
+
+    # -- forward ----------------------------------------------------------------------------
+    def _act_format(self, idx: int, name: str) -> FixedPointFormat:
+        if self.config.official_compat:
+            names = list(self._formats)
+            return self._formats[names[min(idx // 2, len(names) - 1)]]
+        return self._formats[name]
+
+    def _q(self, x, fmt: FixedPointFormat):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return x
+        rounding = "stochastic" if self.training else "nearest"
+        gen = self.generator(x.device) if rounding == "stochastic" else None
+        q = _quantize(x.detach(), fmt, rounding, gen)
+        return x + (q - x).detach()
+
+    def forward(self, *args, **kwargs):
+        cfg = self.config
+        if not (cfg.quantize_inputs or cfg.quantize_outputs):
+            return self.model(*args, **kwargs)
+        with registered_hooks() as hooks:
+            for idx, (name, m) in enumerate(self._layers.items()):
+                fmt = self._act_format(idx, name)
+                if cfg.quantize_inputs:
+                    hooks.append(m.register_forward_pre_hook(
+                        lambda _m, inp, f=fmt: tuple(self._q(t, f) for t in inp)))
+                if cfg.quantize_outputs:
+                    hooks.append(m.register_forward_hook(
+                        lambda _m, _i, out, f=fmt: self._q(out, f)))
+            return self.model(*args, **kwargs)
+
+
+@dataclass
+class _LayerState:
+    lookback: int
+    resolution: int
+    n: int = 0
+    norm_sum: float = 0.0
+    acc: torch.Tensor | None = None
+    sparsity: float = 0.0
+    gd: float = 1.0
+    params: list[tuple[str, nn.Parameter]] = field(default_factory=list)
+
+
+@validate_params({"lr": Real(0.0, 1e6, closed="right"), "momentum": Real(0.0, 1.0),
+                  "dampening": Real(0.0, 1.0), "weight_decay": Real(0.0, 1e6)},
+                 where="adapt.AdaPTSGD")
+class AdaPTSGD(torch.optim.Optimizer):
+    """SGD on a float master copy with AdaPT's per-layer precision switching (spec section 3).
+
+    Per step and per quantized layer ``l``, for each of its parameters (weight first):
+    ``g <- g + lambda_1 sign(w)``; ``g <- Q^stoch_l(g)``; ``g <- g / ||g||``; for the weight:
+    accumulate ``(sum ||g||, sum g)``, gradient diversity ``GD``, adapt lookback and resolution,
+    and after ``lookback`` gradients run push-down then push-up; then momentum SGD on the master
+    (``torch.optim.SGD``'s update, weight decay on the master) and write ``Q^stoch_l(master)``
+    back into the model.
+
+    Parameters
+    ----------
+    model : AdaPTModel
+    lr : float
+        Learning rate (with unit-norm gradients, an absolute step length per tensor).
+    momentum, dampening, weight_decay : float
+    nesterov : bool
+
+    Raises
+    ------
+    FloatingPointError
+        NaN/inf in a gradient or master weight (names the layer and parameter).
+    RuntimeError
+        ``step()`` when no parameter has a gradient.
+    """
+
+    def __init__(self, model: AdaPTModel, lr: float, momentum: float = 0.9,
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        where = "adapt.AdaPTSGD"
+        if not isinstance(model, AdaPTModel):
+            raise TypeError(param_error("model", where, "an AdaPTModel (wrap your network "
+                                        "first)", type(model).__name__))
+        check_interval(lr, "lr", 0.0, 1e6, closed="right", where=where)
+        check_interval(momentum, "momentum", 0.0, 1.0, where=where)
+        check_interval(dampening, "dampening", 0.0, 1.0, where=where)
+        check_interval(weight_decay, "weight_decay", 0.0, 1e6, where=where)
+        if not isinstance(nesterov, bool):
+            raise TypeError(param_error("nesterov", where, "a bool", nesterov))
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(param_error("nesterov", where,
+                                         "False unless momentum > 0 and dampening == 0",
+                                         nesterov))
+        params = [p for n in model.layer_names()
+                  for p in model.layer(n).parameters(recurse=False)]
+        super().__init__(params, dict(lr=float(lr), momentum=float(momentum),
+                                      dampening=float(dampening),
+                                      weight_decay=float(weight_decay), nesterov=nesterov))
+        self.model = model
+        cfg = model.config
+        self.config = cfg
+        self.strategy = cfg.strategy
+        self._loss_hist: list[float] = []
+        self._trace: list[dict[str, LayerRecord]] = []
+        self._layers: dict[str, _LayerState] = {}
+        for name in model.layer_names():
+            m = model.layer(name)
+            ps = sorted(m.named_parameters(recurse=False), key=lambda kv: kv[0] != "weight")
+            self._layers[name] = _LayerState(cfg.lookback[0], cfg.resolution[0], params=ps)
+            for pname, p in ps:
+                if not bool(torch.isfinite(p.detach()).all()):
+                    raise FloatingPointError(f"Non-finite values in parameter '{pname}' of "
+                                             f"layer '{name}'.")
+                dt = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+                self.state[p]["master"] = p.detach().to(dt).clone()
+        with torch.no_grad():
+            for name in self._layers:
+                self._write_back(name)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _write_back(self, name: str) -> None:
+        st = self._layers[name]
+        fmt = self.model._formats[name]
+        zeros = tot = 0
+        for _, p in st.params:
+            master = self.state[p]["master"]
+            if self.config.quantize_weights:
+                q = _quantize(master, fmt, "stochastic", self.model.generator(master.device))
+            else:
+                q = master
+            p.copy_(q.to(p.dtype))
+            zeros += int((p == 0).sum())
+            tot += p.numel()
+        st.sparsity = zeros / tot if tot else 0.0
+
+    def _adapt_strategy(self, loss: float) -> None:
+        lbs = [s.lookback for s in self._layers.values()]
+        avg_lb = max(1, int(sum(lbs) / len(lbs)))
+        h = self._loss_hist
+        if self.config.official_compat:
+            if len(h) > avg_lb:
+                mean = abs(sum(h) / avg_lb)
+                self.strategy = next_strategy(self.strategy, mean, loss)
+                del h[:-avg_lb]
+        elif len(h) >= avg_lb:
+            mean = sum(h[-avg_lb:]) / avg_lb
+            self.strategy = next_strategy(self.strategy, abs(mean), loss)
+            del h[:-avg_lb]
+        h.append(float(loss))
+
+    def _switch(self, name: str, st: _LayerState, master: torch.Tensor) -> None:
+        cfg, model = self.config, self.model
+        fmt = model._formats[name]
+        w = master[0] if cfg.official_compat else master
+        if w.numel() > 0:
+            fmt = _push_down(w, fmt, st.resolution, cfg.fl_floor, cfg.tol, cfg.divergence_kind,
+                             cfg.official_compat, model.generator(master.device))
+        fmt = _push_up(fmt, st.gd, self.strategy, cfg.results_buffer)
+        model._formats[name] = fmt
+        st.n, st.norm_sum, st.acc = 0, 0.0, None
+
+    # -- public -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None, *, loss: float | torch.Tensor | None = None):
+        """One AdaPT step. ``loss`` (or the closure's value) drives the strategy switch."""
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if all(p.grad is None for g in self.param_groups for p in g["params"]):
+            raise RuntimeError("AdaPTSGD.step() was called but no parameter has a gradient; "
+                               "call loss.backward() first.")
+        cfg, model = self.config, self.model
+        if loss is not None and cfg.adapt_strategy:
+            lv = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"Non-finite loss {lv} passed to AdaPTSGD.step().")
+            self._adapt_strategy(lv)
+        group = self.param_groups[0]
+        lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
+        wd, nesterov = group["weight_decay"], group["nesterov"]
+        record: dict[str, LayerRecord] = {}
+        for name, st in self._layers.items():
+            touched = False
+            for i, (pname, p) in enumerate(st.params):
+                if p.grad is None:
+                    continue
+                touched = True
+                state = self.state[p]
+                master = state["master"]
+                g = p.grad.detach()
+                g = g if g.dtype == master.dtype else g.to(master.dtype)
+                if not math.isfinite(float(g.sum())) and not bool(torch.isfinite(g).all()):
+                    raise FloatingPointError(f"Non-finite gradient in parameter '{pname}' of "
+                                             f"layer '{name}'.")
+                if cfg.l1 > 0:
+                    g = g.add(torch.sign(p.detach()).to(g.dtype), alpha=cfg.l1)
+                fmt = model._formats[name]
+                if cfg.quantize_grads:
+                    g = _quantize(g, fmt, "stochastic", model.generator(g.device))
+                gnorm = float(g.norm())
+                if cfg.normalize_grads and gnorm > 0:
+                    g = g / gnorm
+                    gnorm = 1.0
+                heur = (p.ndim > 1) if cfg.official_compat else (i == 0)
+                if heur:
+                    st.n += 1
+                    st.norm_sum += 1.0 if cfg.official_compat else gnorm
+                    st.acc = g.clone() if st.acc is None else st.acc.add_(g)
+                    norm_sum = float(st.n) if cfg.official_compat else st.norm_sum
+                    st.gd = _diversity(norm_sum, float(st.acc.norm()))
+                    st.lookback = adapt_lookback(st.lookback, st.gd, lookback_range=cfg.lookback,
+                                                 momentum=cfg.lookback_momentum)
+                    st.resolution = adapt_resolution(st.resolution, st.lookback,
+                                                     lookback_range=cfg.lookback,
+                                                     resolution_range=cfg.resolution)
+                    if st.n >= st.lookback:
+                        self._switch(name, st, master)
+                # torch.optim.SGD's single-tensor update, on the master copy
+                d_p = g
+                if wd != 0:
+                    d_p = d_p.add(master, alpha=wd)
+                if mom != 0:
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = torch.clone(d_p).detach()
+                        state["momentum_buffer"] = buf
+                    else:
+                        buf.mul_(mom).add_(d_p, alpha=1 - damp)
+                    d_p = d_p.add(buf, alpha=mom) if nesterov else buf
+                master.add_(d_p, alpha=-lr)
+            if touched:
+                self._write_back(name)
+            f = model._formats[name]
+            record[name] = LayerRecord(f.wl, f.fl, st.lookback, st.resolution, st.sparsity,
+                                       st.gd, sum(p.numel() for _, p in st.params))
+        self._trace.append(record)
+        return loss
+
+    def trace(self) -> list[dict[str, LayerRecord]]:
+        """One ``{layer: LayerRecord}`` per step taken (formats after the step)."""
+        return list(self._trace)
+
+    def layer_state(self) -> dict[str, LayerRecord]:
+        """The current record of every layer (initial state before any step)."""
+        out = {}
+        for name, st in self._layers.items():
+            f = self.model._formats[name]
+            out[name] = LayerRecord(f.wl, f.fl, st.lookback, st.resolution, st.sparsity, st.gd,
+                                    sum(p.numel() for _, p in st.params))
+        return out
+
+    def master(self, p: nn.Parameter) -> torch.Tensor:
+        """The float master copy of a parameter."""
+        return self.state[p]["master"]
+
