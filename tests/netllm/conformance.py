@@ -77,7 +77,7 @@ def examples() -> list[Example]:
                                                                "return_scale": 10.0}),
         Example(train_offline_rl, args=(policy, data), kwargs={"steps": 1, "grad_accum": 1,
                                                                "lr": 1e-3, "seed": 0}),
-        Example(NetLLMAgent, args=(policy, 1.0), kwargs={"seed": 0}),
+        Example(NetLLMAgent, args=(policy, 0.001), kwargs={"seed": 0}),
         Example(synthetic_viewports, args=(1, 2.0), kwargs={"hz": 5, "seed": 0}),
         Example(viewport_windows, args=(vp,)),
         Example(viewport_mae, args=(y, y)),

@@ -25,6 +25,9 @@ from dnnkit.core.validation import (
     PathArg,
     Real,
     Seed,
+    Sequence_,
+    Str,
+    Tensor,
     check_int,
     check_interval,
     param_error,
@@ -59,6 +62,8 @@ HISTORY = 6
 DEFAULT_LEVEL = 1
 
 
+@validate_params({"bitrate_kbps": Real(0.0, 1e9), "rebuffer_s": Real(0.0, 1e9),
+                  "last_bitrate_kbps": Real(0.0, 1e9), "rebuf_penalty": Real(0.0, 1e6)})
 def linear_qoe(bitrate_kbps, rebuffer_s, last_bitrate_kbps, *, rebuf_penalty: float = REBUF_PENALTY):
     """Linear QoE of one chunk: ``b/1000 - mu * rebuf - |b - b_prev|/1000`` (b in kbps).
 
@@ -72,6 +77,7 @@ def linear_qoe(bitrate_kbps, rebuffer_s, last_bitrate_kbps, *, rebuf_penalty: fl
 # traces and video
 
 
+@validate_params({"times_s": Tensor(ndim=1), "mbps": Tensor(ndim=1), "name": Str(allow_empty=True)})
 @dataclass(frozen=True)
 class Trace:
     """A bandwidth trace: ``times_s`` (strictly increasing) and ``mbps`` (>= 0, some > 0).
@@ -195,6 +201,7 @@ def load_traces(path: str | Path) -> list[Trace]:
     raise FileNotFoundError(f"The 'path' parameter of netllm.load_traces: {str(p)!r} does not exist.")
 
 
+@validate_params({"sizes": Tensor(ndim=2), "chunk_s": Real(0.0, 1e4, closed="right")})
 @dataclass(frozen=True)
 class VideoSizes:
     """Per-chunk sizes in bytes, shape ``(levels, chunks)``, with the level bitrates in kbps."""
@@ -227,6 +234,8 @@ class VideoSizes:
         return self.sizes.shape[1]
 
     @classmethod
+    @validate_params({"n_chunks": Int(2, 1_000_000), "vbr": Real(0.0, 1.0, closed="left"),
+                      "chunk_s": Real(0.0, 1e4, closed="right"), "seed": Seed()})
     def synthetic(cls, *, bitrates_kbps=BITRATES_KBPS, n_chunks: int = 48, vbr: float = 0.15,
                   chunk_s: float = 4.0, seed=0) -> VideoSizes:
         """VBR sizes ``bitrate * chunk_s / 8 * U[1-vbr, 1+vbr]``, one factor per chunk shared by
@@ -240,6 +249,7 @@ class VideoSizes:
         return cls(b * 1000.0 * chunk_s / 8.0 * factor[None, :], tuple(bitrates_kbps), chunk_s)
 
     @classmethod
+    @validate_params({"paths": Sequence_(PathArg()), "chunk_s": Real(0.0, 1e4, closed="right")})
     def from_files(cls, paths, *, bitrates_kbps=BITRATES_KBPS, chunk_s: float = 4.0) -> VideoSizes:
         """Read Pensieve's ``video_size_<level>`` files (one byte count per line), one per level."""
         cols = [np.array([float(x) for x in Path(p).read_text().split()]) for p in paths]
@@ -382,6 +392,7 @@ class ABREnv:
                      reward=self._last_reward)
         return comps
 
+    @validate_params({"trace_index": Optional_(Int(0, 1 << 30)), "offset": Optional_(Int(1, 1 << 30))})
     def reset(self, trace_index: int | None = None, *, offset: int | None = None) -> dict:
         """Start an episode on trace ``trace_index`` (random if None) at sample ``offset``
         (random in ``[1, len)`` if None; evaluation uses 1) and download chunk 0 at level 1."""
@@ -406,6 +417,7 @@ class ABREnv:
         self._first = d
         return self._obs()
 
+    @validate_params({"level": Int(0, 1 << 20)})
     def step(self, level: int) -> tuple[dict, float, bool, dict]:
         """Download the next chunk at ``level``; reward is the chunk's linear QoE."""
         if isinstance(level, (np.integer, torch.Tensor)):
@@ -449,6 +461,7 @@ class BBA:
     def reset(self) -> None:
         pass
 
+    @validate_params({"obs": Instance(dict)})
     def act(self, obs: dict) -> int:
         b = float(obs["buffer_s"])
         if b < self.reservoir:
@@ -475,6 +488,7 @@ class RateBased:
     def reset(self) -> None:
         pass
 
+    @validate_params({"obs": Instance(dict)})
     def act(self, obs: dict) -> int:
         hist = obs["throughput_hist"][-self.window:]
         est = _harmonic(hist) * 8000.0  # kB/ms -> kbps
@@ -492,6 +506,7 @@ class RandomPolicy:
     def reset(self) -> None:
         pass
 
+    @validate_params({"obs": Instance(dict)})
     def act(self, obs: dict) -> int:
         return int(self.rng.integers(self.n_levels))
 
@@ -548,6 +563,7 @@ class RobustMPC:
         self._errors: list[float] = []
         self._seen = 0
 
+    @validate_params({"throughput_hist": Sequence_(Real(0.0, None, closed="neither"))})
     def predict_bandwidth(self, throughput_hist) -> float:
         """Robust bandwidth estimate (MB/s) from the throughput history; updates error state."""
         cur = float(throughput_hist[-1])
@@ -567,6 +583,8 @@ class RobustMPC:
             self._static_cache[key] = (kb.sum(1) - np.abs(kb - prev).sum(1)) / 1000.0
         return self._static_cache[key]
 
+    @validate_params({"bandwidth": Real(0.0, None, closed="neither"), "buffer_s": Real(0.0, 1e6),
+                      "last_level": Int(0, 1 << 20), "chunk_index": Int(0, 1 << 30)})
     def plan_rewards(self, bandwidth: float, buffer_s: float, last_level: int,
                      chunk_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(plans, predicted QoE of each plan) for the given bandwidth (MB/s) and state."""
@@ -583,6 +601,7 @@ class RobustMPC:
             buf += chunk_s
         return plans, self._static(h, last_level) - self.rebuf_penalty * rebuf
 
+    @validate_params({"obs": Instance(dict)})
     def act(self, obs: dict) -> int:
         hist = obs["throughput_hist"]
         bw = self.predict_bandwidth(hist)

@@ -15,7 +15,16 @@ from collections import deque
 import torch
 from torch import nn
 
-from dnnkit.core.validation import Instance, Int, Options, check_int, param_error, validate_params
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Options,
+    Real,
+    Tensor,
+    check_int,
+    param_error,
+    validate_params,
+)
 from dnnkit.netllm.backbone import _check_backbone, max_positions
 
 __all__ = ["ScalarEncoder", "SeriesConv1dEncoder", "MLPEncoder", "PrecomputedEmbedding",
@@ -34,6 +43,7 @@ class ScalarEncoder(nn.Module):
                                       where="netllm.ScalarEncoder")
         self.net = nn.Sequential(nn.Linear(1, features), nn.LeakyReLU())
 
+    @validate_params({"x": Tensor()})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
             x = x.unsqueeze(-1)
@@ -61,6 +71,7 @@ class SeriesConv1dEncoder(nn.Module):
         self.proj = nn.Linear(channels * (length - kernel + 1), features)
         self.act = nn.LeakyReLU()
 
+    @validate_params({"x": Tensor()})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         h = self.act(self.conv(x.reshape(-1, 1, x.shape[-1])))
@@ -81,6 +92,7 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(),
                                  nn.Linear(hidden, features), nn.LeakyReLU())
 
+    @validate_params({"x": Tensor()})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -94,6 +106,7 @@ class PrecomputedEmbedding(nn.Module):
         self.out_features = check_int(features, "features", 1, 1 << 20,
                                       where="netllm.PrecomputedEmbedding")
 
+    @validate_params({"x": Tensor()})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.out_features:
             raise ValueError(param_error("x", "netllm.PrecomputedEmbedding",
@@ -148,6 +161,7 @@ class MultimodalEncoder(nn.Module):
     def n_tokens(self) -> int:
         return len(self.keys)
 
+    @validate_params({"inputs": Instance(dict), "timesteps": Tensor()})
     def tokens(self, inputs: dict[str, torch.Tensor], timesteps: torch.Tensor) -> torch.Tensor:
         """``(B, T, n_components, d_model)`` before the LayerNorm, timestep embedding added."""
         missing = [k for k in self.keys if k not in inputs]
@@ -158,6 +172,7 @@ class MultimodalEncoder(nn.Module):
         toks = [self.proj[k](self.encoders[k](inputs[k])) for k in self.keys]
         return torch.stack(toks, dim=-2) + t.unsqueeze(-2)
 
+    @validate_params({"inputs": Instance(dict), "timesteps": Tensor()})
     def forward(self, inputs: dict[str, torch.Tensor], timesteps: torch.Tensor) -> torch.Tensor:
         """-> ``(B, T * n_components, d_model)``, component order = dict order."""
         x = self.tokens(inputs, timesteps)
@@ -182,15 +197,19 @@ class NetworkingHead(nn.Module):
         self.bounded = bool(bounded) and kind == "regression"
 
     @classmethod
+    @validate_params({"d_model": Int(1, 1 << 16), "n_actions": Int(1, 1 << 20)})
     def categorical(cls, d_model: int, n_actions: int) -> NetworkingHead:
         """Logits over ``n_actions`` legal actions (ABR: 6 bitrate levels)."""
         return cls(d_model, n_actions, kind="categorical")
 
     @classmethod
+    @validate_params({"d_model": Int(1, 1 << 16), "out_dim": Int(1, 1 << 20),
+                      "bounded": Instance(bool)})
     def regression(cls, d_model: int, out_dim: int, *, bounded: bool = True) -> NetworkingHead:
         """``out_dim`` numbers, in (-1, 1) through Tanh when ``bounded`` (VP viewports)."""
         return cls(d_model, out_dim, kind="regression", bounded=bounded)
 
+    @validate_params({"h": Tensor()})
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         y = self.linear(h)
         return torch.tanh(y) if self.bounded else y
@@ -271,6 +290,8 @@ class NetLLMPolicy(nn.Module):
             parts.append((self.action_embedding(actions) + t).unsqueeze(-2))
         return torch.cat(parts, dim=-2)                                 # (B, T, n+1[+1], d)
 
+    @validate_params({"states": Instance(dict), "actions": Tensor(), "returns_to_go": Tensor(),
+                      "timesteps": Tensor()})
     def forward(self, states: dict[str, torch.Tensor], actions: torch.Tensor,
                 returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Action logits ``(B, T, n_actions)``; the logits of step t do not see ``a_t``."""
@@ -288,6 +309,8 @@ class NetLLMPolicy(nn.Module):
         self._bcontext: deque = deque(maxlen=max(self.window - 1, 0))
 
     @torch.no_grad()
+    @validate_params({"state": Instance(dict), "return_to_go": Real(), "timestep": Int(0, 1 << 30),
+                      "sample": Instance(bool)})
     def act(self, state: dict[str, torch.Tensor], return_to_go: float, timestep: int, *,
             sample: bool = False, generator: torch.Generator | None = None) -> int:
         """One decision with exactly one backbone forward pass.
@@ -318,6 +341,8 @@ class NetLLMPolicy(nn.Module):
         return a
 
     @torch.no_grad()
+    @validate_params({"states": Instance(dict), "returns_to_go": Tensor(ndim=1),
+                      "timestep": Int(0, 1 << 30)})
     def act_batch(self, states: dict[str, torch.Tensor], returns_to_go: torch.Tensor,
                   timestep: int) -> torch.Tensor:
         """Greedy decisions for ``N`` synchronised episodes (one backbone pass for all of them).
@@ -344,6 +369,7 @@ class NetLLMPolicy(nn.Module):
             self._bcontext.append(torch.cat([cur, a_tok.unsqueeze(1)], 1))
         return a
 
+    @validate_params({"r": Real()})
     def normalize_reward(self, r: float) -> float:
         """Raw reward -> the units of the returns-to-go the policy was trained on."""
         lo, hi, scale = self.reward_stats.tolist()[:3]

@@ -36,6 +36,7 @@ from dnnkit.core.validation import (
     PathArg,
     Real,
     Seed,
+    Sequence_,
     Tensor,
     check_int,
     check_interval,
@@ -69,6 +70,7 @@ def discount_returns(rewards, gamma: float = 1.0, scale: float = 1.0) -> torch.T
     return out / scale
 
 
+@validate_params({"states": Instance(dict)})
 @dataclass
 class Trajectory:
     """One episode: ``states[k]`` of shape ``(T, ...)``, ``actions`` ``(T,)`` int, ``rewards``
@@ -106,6 +108,7 @@ class Trajectory:
         return len(self.actions)
 
 
+@validate_params({"n_actions": Int(1, 1 << 20)})
 class ExperiencePool:
     """A list of trajectories with a fixed action count; saved as safetensors + JSON metadata."""
 
@@ -116,6 +119,7 @@ class ExperiencePool:
         for t in trajectories:
             self.add(t)
 
+    @validate_params({"traj": Instance(Trajectory)})
     def add(self, traj: Trajectory) -> None:
         """Append a trajectory (actions must lie in ``[0, n_actions)``, same state keys)."""
         where = "netllm.ExperiencePool.add"
@@ -142,6 +146,7 @@ class ExperiencePool:
         """Undiscounted raw episode returns."""
         return torch.stack([t.rewards.sum() for t in self.trajectories])
 
+    @validate_params({"path": PathArg()})
     def save(self, path: str | Path) -> Path:
         """Write the pool as one safetensors file (concatenated along time + offsets)."""
         if not self.trajectories:
@@ -156,6 +161,7 @@ class ExperiencePool:
                                             "format": "dnnkit.netllm.ExperiencePool/1"})
 
     @classmethod
+    @validate_params({"path": PathArg()})
     def load(cls, path: str | Path) -> ExperiencePool:
         """Read a pool written by :meth:`save` (no pickle)."""
         tensors, meta = load_tensors(path)
@@ -172,6 +178,7 @@ class ExperiencePool:
         return pool
 
     @classmethod
+    @validate_params({"episodes_per_policy": Int(1, 1 << 20)})
     def collect(cls, env, policies: Sequence, episodes_per_policy: int, *,
                 state_keys: Sequence[str] | None = None) -> ExperiencePool:
         """Run each policy for ``episodes_per_policy`` episodes on ``env`` (random trace and
@@ -255,6 +262,7 @@ class ReturnConditionedDataset(torch.utils.data.Dataset):
         self.max_return = max_ret
         self.max_len = max(len(t) for t in pool.trajectories)
 
+    @validate_params({"r": Real()})
     def normalize_reward(self, r: float) -> float:
         return (r - self.reward_min) / (self.reward_max - self.reward_min) / self.return_scale
 
@@ -277,6 +285,7 @@ class ReturnConditionedDataset(torch.utils.data.Dataset):
                 "returns_to_go": cut(rtg), "timesteps": cut(torch.arange(len(actions))),
                 "mask": torch.arange(self.window) < n}
 
+    @validate_params({"indices": Instance(list, tuple, range, torch.Tensor, np.ndarray)})
     def batch(self, indices) -> dict:
         items = [self[int(i)] for i in indices]
         return {"states": {k: torch.stack([it["states"][k] for it in items]) for k in self.keys},
@@ -447,6 +456,7 @@ class NetLLMAgent:
         self.R = self.target
         self.t = 0
 
+    @validate_params({"obs_list": Sequence_(Instance(dict))})
     def act_batch(self, obs_list: list[dict]) -> list[int]:
         """Greedy decisions for synchronised episodes (see :meth:`NetLLMPolicy.act_batch`)."""
         if self.t == 0:
@@ -459,6 +469,7 @@ class NetLLMAgent:
         self.t += 1
         return [int(x) for x in a.tolist()]
 
+    @validate_params({"obs": Instance(dict)})
     def act(self, obs: dict) -> int:
         if self.t > 0:
             self.R -= self.policy.normalize_reward(float(obs["reward"]))

@@ -14,7 +14,17 @@ import torch
 from torch import nn
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import check_int, check_interval, param_error
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Real,
+    Seed,
+    check_int,
+    check_interval,
+    param_error,
+    validate_params,
+)
 from dnnkit.netllm.model import NetLLMPolicy, _run_backbone
 from dnnkit.netllm.rl import ReturnConditionedDataset
 
@@ -29,6 +39,7 @@ def _digits(kbps: float) -> list[int]:
     return [int(c) for c in str(int(round(kbps)))] + [EOS]
 
 
+@validate_params({"core": Instance(NetLLMPolicy)})
 class TextAnswerPolicy(nn.Module):
     """``core``'s backbone and tokens, answering with digit tokens through an LM head."""
 
@@ -49,6 +60,7 @@ class TextAnswerPolicy(nn.Module):
         self.invalid = 0
         self.decisions = 0
 
+    @validate_params({"batch": Instance(dict)})
     def loss(self, batch: dict) -> torch.Tensor:
         """Teacher-forced CE of the last step's answer digits given the window before it."""
         c = self.core
@@ -78,6 +90,8 @@ class TextAnswerPolicy(nn.Module):
         self.core.reset()
 
     @torch.no_grad()
+    @validate_params({"state": Instance(dict), "return_to_go": Real(), "timestep": Int(0, 1 << 30),
+                      "last_level": Int(0, 1 << 20)})
     def act_text(self, state: dict, return_to_go: float, timestep: int, last_level: int
                  ) -> tuple[int, bool, int]:
         """Generate the answer greedily; returns ``(level, valid, passes)``. An invalid answer
@@ -138,6 +152,10 @@ class TextAgent:
         return lvl
 
 
+@validate_params({"model": Instance(TextAnswerPolicy), "data": Instance(ReturnConditionedDataset),
+                  "lr": Real(0.0, 10.0, closed="right"), "steps": Int(0, 1 << 30),
+                  "batch_size": Int(1, 1 << 16), "clip": Real(0.0, 1e6, closed="right"),
+                  "time_budget_s": Optional_(Real(0.0, 1e7)), "seed": Seed()})
 def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, *,
                        lr: float = 1e-3, steps: int = 200, batch_size: int = 8,
                        clip: float = 0.25, time_budget_s: float | None = None, seed=0) -> dict:

@@ -126,6 +126,7 @@ def _rewrap(y: torch.Tensor) -> torch.Tensor:
     return y
 
 
+@validate_params({"k": Int(1, 1000)})
 class VelocityPredictor:
     """Extrapolate the last velocity (mean of the last ``k`` differences, yaw unwrapped)."""
 
@@ -182,6 +183,7 @@ class NetLLMPredictor(nn.Module):
         h = _unwrap(history)
         return (h - h[..., -1:, :]) / ANGLE_SCALE
 
+    @validate_params({"history": Tensor(ndim=3)})
     def offsets(self, history: torch.Tensor) -> torch.Tensor:
         """Normalised future offsets ``(B, horizon, 3)`` (the training target space)."""
         x = self._inputs(history[..., -self.history:, :])
@@ -190,11 +192,13 @@ class NetLLMPredictor(nn.Module):
         h = _run_backbone(self.backbone, self.norm(tok))[:, -1]
         return self.head(h).reshape(-1, self.horizon, 3)
 
+    @validate_params({"history": Tensor(ndim=3)})
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """Predicted future viewports in degrees ``(B, horizon, 3)``."""
         h = _unwrap(history)
         return _rewrap(h[..., -1:, :] + ANGLE_SCALE * self.offsets(history))
 
+    @validate_params({"history": Tensor(ndim=3), "future": Tensor(ndim=3)})
     def target(self, history: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         full = _unwrap(torch.cat([history, future], -2))
         return (full[..., -self.horizon:, :] - full[..., history.shape[-2] - 1:history.shape[-2],
