@@ -110,18 +110,25 @@ class DTDConfig:
 
 
 class _RuleNode(torch.autograd.Function):
-    """Identity in the forward pass; applies ``fn(a, R)`` in the backward pass."""
+    """Identity in the forward pass; applies ``fn(a, R)`` in the backward pass.
+
+    The module's output is handed over in a one-element list and returned as is: it is not an
+    input of the function, so autograd neither copies it nor marks it as a view (in-place
+    layers such as ``ReLU(inplace=True)`` may follow). ``a`` is saved only for rules that read
+    it (pass-through rules such as ReLU's keep nothing alive for the backward pass).
+    """
 
     @staticmethod
-    def forward(ctx, a, out, fn):  # type: ignore[override]
+    def forward(ctx, a, fn, holder, save):  # type: ignore[override]
         ctx.fn = fn
-        ctx.save_for_backward(a)
-        return out.clone()
+        if save:
+            ctx.save_for_backward(a)
+        return holder.pop()
 
     @staticmethod
     def backward(ctx, relevance):  # type: ignore[override]
-        (a,) = ctx.saved_tensors
-        return ctx.fn(a.detach(), relevance), None, None
+        a = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        return ctx.fn(a, relevance), None, None, None
 
 
 def _fold_batchnorm(model: nn.Module) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -290,7 +297,7 @@ def deep_taylor(
                     positive_bias.append(names[module])
             fn = make_linear_fn(module, rule)
         elif isinstance(module, _PASS + _BN):
-            fn = lambda a, r: r  # noqa: E731  (ReLU pass-through; BN is folded upstream)
+            fn = _pass  # ReLU pass-through; BN is folded upstream
         elif isinstance(module, _SUMPOOL):
             fn = _pool_rule(module, eps)
         elif isinstance(module, _MAXPOOL):
@@ -299,7 +306,7 @@ def deep_taylor(
             fn = _proportional_maxpool(module, eps)
         else:
             return output
-        return _RuleNode.apply(a, output.detach(), fn)
+        return _RuleNode.apply(a, fn, [output.detach()], fn is not _pass)
 
     xin = x.detach().clone().requires_grad_(True)
     with registered_hooks() as handles, torch.enable_grad():
@@ -323,6 +330,10 @@ def deep_taylor(
         (R,) = torch.autograd.grad(out, xin, grad_outputs=seed)
     R = R.detach()
     return (R, layers) if return_layers else R
+
+
+def _pass(a: torch.Tensor | None, relevance: torch.Tensor) -> torch.Tensor:
+    return relevance
 
 
 def _targets(target: int | torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ from torch import nn
 
 from dnnkit.deep_taylor.decompose import DTDConfig
 
-__all__ = ["import_zennit", "zennit_relevance"]
+__all__ = ["import_zennit", "zennit_relevance", "import_quantus", "quantus_pixel_flipping",
+           "quantus_region_perturbation"]
 
 
 def import_zennit():
@@ -74,3 +75,59 @@ def zennit_relevance(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         onehot = torch.zeros_like(out).scatter_(1, target.view(-1, 1), 1.0)
         _, rel = attributor(xin, onehot * out)
     return rel.detach()
+
+
+def import_quantus():
+    """Import Quantus (0.6.0). It imports zennit at import time when zennit is installed, so
+    zennit is imported first through :func:`import_zennit` (torchvision stand-ins)."""
+    try:
+        import_zennit()
+    except ImportError:
+        pass
+    import quantus
+
+    return quantus
+
+
+def _quantus_inputs(model: nn.Module, x: torch.Tensor, relevance: torch.Tensor,
+                    target: torch.Tensor):
+    if x.dtype != torch.float32 or any(p.dtype != torch.float32 for p in model.parameters()):
+        raise TypeError("Quantus 0.6.0 feeds float32 arrays to the model: pass a float32 model "
+                        "and inputs.")
+    return (x.detach().cpu().numpy(), target.detach().cpu().numpy(),
+            relevance.detach().to(torch.float32).cpu().numpy())
+
+
+def quantus_pixel_flipping(model: nn.Module, x: torch.Tensor, relevance: torch.Tensor,
+                           target: torch.Tensor, *, steps: int = 16,
+                           baseline: float = 0.0) -> torch.Tensor:
+    """Quantus' ``PixelFlipping`` curve (Bach et al. 2015) for the same heatmaps: ``(steps, N)``,
+    the target logit after removing ``1/steps, ..., 1`` of the input dimensions, most relevant
+    first (compare with ``pixel_flipping(...)[1:]``)."""
+    quantus = import_quantus()
+    xs, ys, rs = _quantus_inputs(model, x, relevance, target)
+    d = int(xs[0].size)
+    if d % steps:
+        raise ValueError(f"quantus_pixel_flipping: {d} input dimensions are not a multiple of "
+                         f"steps={steps}.")
+    metric = quantus.PixelFlipping(features_in_step=d // steps, normalise=False,
+                                   perturb_baseline=baseline, disable_warnings=True)
+    curves = metric(model=model.eval(), x_batch=xs, y_batch=ys, a_batch=rs, channel_first=True,
+                    softmax=False, device="cpu", batch_size=len(xs))
+    return torch.tensor(curves, dtype=torch.float64).T
+
+
+def quantus_region_perturbation(model: nn.Module, x: torch.Tensor, relevance: torch.Tensor,
+                                target: torch.Tensor, *, patch_size: int = 2,
+                                regions: int = 16, baseline: float = 0.0) -> torch.Tensor:
+    """Quantus' ``RegionPerturbation`` (Samek et al. 2017, most relevant first): per sample the
+    AOPC, the mean drop ``f(x) - f(x_perturbed)`` over the first ``regions`` removed patches of
+    ``patch_size`` x ``patch_size`` pixels (higher = more faithful)."""
+    quantus = import_quantus()
+    xs, ys, rs = _quantus_inputs(model, x, relevance, target)
+    metric = quantus.RegionPerturbation(patch_size=patch_size, order="morf",
+                                        regions_evaluation=regions, normalise=False,
+                                        perturb_baseline=baseline, disable_warnings=True)
+    drops = metric(model=model.eval(), x_batch=xs, y_batch=ys, a_batch=rs, channel_first=True,
+                   softmax=False, device="cpu", batch_size=len(xs))
+    return torch.tensor([float(sum(c) / len(c)) for c in drops], dtype=torch.float64)
