@@ -454,6 +454,7 @@ class NetLLMAgent:
     def reset(self) -> None:
         self.policy.reset()
         self.R = self.target
+        self.Rb: torch.Tensor | None = None
         self.t = 0
 
     @validate_params({"obs_list": Sequence_(Instance(dict))})
@@ -461,6 +462,13 @@ class NetLLMAgent:
         """Greedy decisions for synchronised episodes (see :meth:`NetLLMPolicy.act_batch`)."""
         if self.t == 0:
             self.Rb = torch.full((len(obs_list),), self.target, dtype=torch.float64)
+        elif self.Rb is None:
+            raise RuntimeError("netllm.NetLLMAgent.act_batch: this episode was started with "
+                               "act(); call reset() before batched episodes.")
+        elif len(obs_list) != len(self.Rb):
+            raise ValueError(param_error("obs_list", "netllm.NetLLMAgent.act_batch",
+                                         f"{len(self.Rb)} observations (one per running "
+                                         "episode; reset() starts new ones)", len(obs_list)))
         else:
             self.Rb -= torch.tensor([self.policy.normalize_reward(float(o["reward"]))
                                      for o in obs_list], dtype=torch.float64)
