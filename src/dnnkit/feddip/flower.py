@@ -522,7 +522,7 @@ def make_client_app(model_fn: Callable[[], nn.Module],
         model = _model(msg)
         mask = None
         if "mask" in msg.content:
-            shapes = {k: v.shape for k, v in model.state_dict().items()}
+            shapes = {k: v.shape for k, v in model.named_parameters()}  # masks: parameters
             mask = {k: v.to(device) for k, v in _mask_from_message(msg.content, c,
                                                                    shapes).items()}
         prunable = list(c["prunable"])
