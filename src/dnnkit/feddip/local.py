@@ -55,7 +55,8 @@ def _sgd_step(params: list[torch.Tensor], grads_of: list[torch.Tensor],
 def _penalised_value(loss: torch.Tensor, norms: Sequence[torch.Tensor], lam: float) -> float:
     """``float(loss + lam * (0 + n_1 + ... + n_L))`` evaluated in float32 exactly as the
     tensor expression would be (same roundings), without five tensor operations per step."""
-    if loss.dtype != torch.float32 or any(n.dtype != torch.float32 for n in norms):
+    if (loss.dtype != torch.float32 or loss.device.type != "cpu"
+            or any(n.dtype != torch.float32 for n in norms)):  # one device sync, not L + 1
         with torch.no_grad():
             return float(loss.detach() + lam * sum(norms))
     reg = np.float32(0.0)
@@ -70,15 +71,18 @@ def _add_norm_gradient(ws: list[torch.Tensor], norms: Sequence[torch.Tensor],
     """``w.grad += (w / ||w||_2) * lam`` for each tensor: the gradient of ``lam * ||w||_2`` in
     autograd's own order of operations (so the sum is bit-identical to differentiating the
     norms through the graph); a zero norm contributes 0 (autograd's subgradient)."""
-    if all(float(n) > 0 for n in norms) and all(w.grad is not None for w in ws):
+    on_cpu = ws[0].device.type == "cpu"
+    if on_cpu and all(float(n) > 0 for n in norms) and all(w.grad is not None for w in ws):
         regs = torch._foreach_div(ws, list(norms))
         torch._foreach_mul_(regs, lam_t)
         torch._foreach_add_([w.grad for w in ws], regs)
         return
     for w, nrm in zip(ws, norms):
-        if not float(nrm) > 0:
+        if on_cpu and not float(nrm) > 0:
             continue
-        reg = torch.div(w, nrm).mul_(lam_t)
+        # off the CPU: no host sync per tensor, autograd's masked_fill for a zero norm
+        reg = (torch.div(w, nrm) if on_cpu
+               else torch.div(w, nrm).masked_fill_(nrm == 0, 0.0)).mul_(lam_t)
         if w.grad is None:
             w.grad = reg
         else:
@@ -234,7 +238,8 @@ def dpf_local_train(
                     norms = None
                     if closed_form:
                         with torch.no_grad():
-                            norms = torch._foreach_norm(reg_params)
+                            norms = (torch._foreach_norm(reg_params) if dev.type == "cpu"
+                                     else [torch.linalg.vector_norm(w) for w in reg_params])
                         value = _penalised_value(loss, norms, lam)
                     elif lam > 0:
                         reg = sum(torch.linalg.vector_norm(params[k], ord=norm_p)
