@@ -13,6 +13,7 @@ extraction makes the top-k salient interactions of the two models overlap more (
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +25,12 @@ from dnnkit.core.registry import RunContext, register
 from dnnkit.core.report import Claim, Result, Table
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.training import accuracy, fit, predict
-from dnnkit.core.validation import Instance, Int, Real, Sequence_, validate_params
-from dnnkit.interactions.extraction import extract_interactions, extract_shared_interactions
+from dnnkit.core.validation import Instance, Int, Options, Real, Sequence_, validate_params
+from dnnkit.interactions.extraction import (
+    LP_MAX_PLAYERS,
+    extract_interactions,
+    extract_shared_interactions,
+)
 from dnnkit.interactions.masking import masked_outputs, patch_players
 from dnnkit.interactions.metrics import (
     efficiency_gap,
@@ -55,6 +60,7 @@ _POS = Int(1, 1_000_000)
                   "patch": Int(1, 4), "per_class": Int(1, 10_000), "alpha": Real(0.0, 1.0),
                   "tau_ratio": Real(0.0, 1.0), "bound_ratio": Real(0.0, 1.0),
                   "steps": Int(1, 10_000_000), "lr": Real(0.0, 100.0, closed="right"),
+                  "solver": Options("auto", "adam", "lp"),
                   "ratios": Sequence_(Real(0.0, 1.0)), "check_ratios": Sequence_(Real(0.0, 1.0)),
                   "min_accuracy": Real(0.0, 1.0), "lp_check": Instance(bool)})
 @dataclass(frozen=True)
@@ -63,12 +69,16 @@ class Config:
     epochs: int = 30
     mlp_hidden: tuple[int, ...] = (128, 64)
     cnn_width: int = 8
-    n_players: int = 10
+    # n = 8: the default solver ("auto") is then the exact LP for both the per-model and the
+    # joint extraction (about 0.3 s and 0.7 s per sample); at n = 10 the joint LP takes ~17 s
+    # per sample and Adam stops 40-70 % above the optimum on these games.
+    n_players: int = 8
     patch: int = 2
     per_class: int = 5
     alpha: float = 0.1
     tau_ratio: float = 0.02
     bound_ratio: float = 0.5
+    solver: str = "auto"
     steps: int = 3000
     lr: float = 0.05
     ratios: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45)
@@ -78,7 +88,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(epochs=10, n_players=8, per_class=1, steps=800, min_accuracy=0.85,
+        return cls(epochs=10, n_players=6, per_class=1, steps=800, min_accuracy=0.85,
                    lp_check=False)
 
 
@@ -162,12 +172,16 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     vals = {k: torch.stack(v).double() for k, v in values.items()}  # (samples, 2**n)
     names = list(models)
 
-    trad = {k: extract_interactions(v, tau_ratio=cfg.tau_ratio, steps=cfg.steps, lr=cfg.lr)
+    t0 = time.process_time()
+    trad = {k: extract_interactions(v, tau_ratio=cfg.tau_ratio, solver=cfg.solver,
+                                    steps=cfg.steps, lr=cfg.lr)
             for k, v in vals.items()}
+    cpu_trad = time.process_time() - t0
     bounds = [cfg.bound_ratio * float((v[:, -1] - v[:, 0]).mean().abs()) for v in vals.values()]
     joint = dict(zip(names, extract_shared_interactions(
         list(vals.values()), alpha=cfg.alpha, tau_ratio=cfg.tau_ratio, specific_bound=bounds,
-        steps=cfg.steps, lr=cfg.lr)))
+        solver=cfg.solver, steps=cfg.steps, lr=cfg.lr)))
+    cpu_joint = time.process_time() - t0 - cpu_trad
     base = {k: (harsanyi_and(v), harsanyi_or(v)) for k, v in vals.items()}
 
     # --- faithfulness and noise bound
@@ -215,21 +229,27 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     gaps = {t: [curves[t]["joint (ours)"][j] - curves[t]["traditional"][j] for j in check_idx]
             for t in ("AND", "OR")}
 
-    # --- exact LP check of the Adam optimum on one sample (oracle: scipy HiGHS)
+    # --- solver check against the exact LP (oracle: scipy HiGHS), per-model extraction of every
+    #     explained game of the first model: the default solver vs the LP, and plain Adam
     oracle = ""
-    lp_gap = None
+    lp_gap = adam_gap = None
     if cfg.lp_check:
-        # the LP at n = 10 takes minutes: use the 8-player sub-game of sample 0 in which the
-        # remaining players are always present (masks with the top bits set)
-        k8 = min(n, 8)
-        sub = vals[a0][0][(1 << n) - (1 << k8):]
-        lp = extract_interactions(sub, tau_ratio=cfg.tau_ratio, solver="lp")
-        ad = extract_interactions(sub, tau_ratio=cfg.tau_ratio, steps=cfg.steps, lr=cfg.lr)
-        lp_gap = float(ad.objective / lp.objective - 1)
-        oracle = (f"Single-model objective on an {k8}-player sub-game of sample 0 ({a0}): Adam "
-                  f"({cfg.steps} steps) is {lp_gap:.1%} above the exact LP optimum (scipy "
-                  f"HiGHS). Harsanyi dividends equal shapiq's exact Moebius values (tests).")
-
+        v0 = vals[a0]
+        if n <= LP_MAX_PLAYERS:
+            t1 = time.process_time()
+            lp = extract_interactions(v0, tau_ratio=cfg.tau_ratio, solver="lp")
+            cpu_lp = time.process_time() - t1
+            t1 = time.process_time()
+            ad = extract_interactions(v0, tau_ratio=cfg.tau_ratio, solver="adam", steps=cfg.steps,
+                                      lr=cfg.lr)
+            cpu_adam = time.process_time() - t1
+            lp_gap = float((trad[a0].objective / lp.objective - 1).max())
+            adam_gap = float((ad.objective / lp.objective - 1).mean())
+            oracle = (f"Per-model objective on all {len(idx)} games of {a0} (n = {n}): the "
+                      f"solver used ('{cfg.solver}') is at most {lp_gap:.2%} above the exact LP "
+                      f"optimum (scipy HiGHS, {cpu_lp:.1f} CPU-s); plain Adam ({cfg.steps} "
+                      f"steps, {cpu_adam:.1f} CPU-s) is {adam_gap:.1%} above it on average. "
+                      "Harsanyi dividends equal shapiq's exact Moebius values (tests).")
     # --- figures
     fig = plot_overlap_vs_k(ks, curves)
     fig.savefig(ctx.path("overlap_vs_k.png"), dpi=120)
@@ -269,19 +289,23 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         Claim.at_most("traditional overlap (the comparison is informative: < 0.8)", trad_max, 0.8,
                       paper="0.33 .. 0.59 at k = 5% on MNIST"),
     ]
+    if lp_gap is not None:
+        claims.append(Claim.at_most(f"per-model extraction with solver '{cfg.solver}': max "
+                                    "relative excess over the exact LP optimum", lp_gap, 0.01,
+                                    paper="the objective's minimum (issue: within 1 %)"))
     deviations = [
         ("8x8 scikit-learn digits with an MLP and a small CNN instead of MNIST with ResNet-20 "
          "and VGG-16; the 10-class task instead of the (unverified) binary 'is it a 3' task."),
         (f"Players are the {n} 2x2 patches with the most ink (the paper: 8 hand-chosen "
          "segments); the other patches are background kept in every masked input."),
         f"{len(idx)} samples ({cfg.per_class} per class) instead of 100.",
-        ("The sparse objectives are minimised with projected Adam (cosine-decayed lr "
-         f"{cfg.lr}, {cfg.steps} steps) on values normalised by |v(N)-v(empty)| instead of SGD "
-         "with lr 1e-5..1e-7 for 20,000 iterations on raw values; both minimise the same convex "
-         "objective. Adam does not reach the exact optimum on these real games (the oracle line "
-         "gives the measured excess on an 8-player sub-game; the exact LP at n = 10 takes "
-         "minutes per sample), and neither does the paper's SGD; both extractions get the same "
-         "budget, so the comparison is like for like."),
+        (f"The sparse objectives are minimised with solver '{cfg.solver}' (for n <= 8 the exact "
+         "LP, for the per-model and the joint problem alike) instead of SGD with lr 1e-5..1e-7 "
+         "for 20,000 iterations on raw values; the paper's SGD does not reach the optimum "
+         "(nor does projected Adam: the oracle line gives its excess). Extraction CPU-s: "
+         f"per-model {cpu_trad:.1f}, joint {cpu_joint:.1f}."),
+        (f"n = {n} players per digit (the paper: 8 hand-chosen segments for MNIST), so that "
+         "both extractions are exact within the time budget."),
         ("The shared bound B_i = 0.5 x the mean of v_i(N)-v_i(empty) over the explained samples "
          "(the paper: over the dataset)."),
         ("Salient = |I| > 5% of the max over all samples (pooled, as in the paper's Fig. 2); "
@@ -304,7 +328,9 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                  "overlap": curves, "sparsity": {f"{m}/{k}": v for (m, k), v in sp.items()},
                  "faithfulness_max": faith, "efficiency_max": effic,
                  "harsanyi_matching_max": base_faith, "eps_over_tau_max": eps_ratio,
-                 "lp_relative_excess": lp_gap, "overlap_gain": gaps},
+                 "lp_relative_excess": lp_gap, "adam_relative_excess": adam_gap,
+                 "extraction_cpu_s": {"per_model": cpu_trad, "joint": cpu_joint},
+                 "overlap_gain": gaps},
         tables=[
             Table("Model accuracy (test)", ["model", "accuracy"], [[k, v] for k, v in accs.items()]),
             Table(f"Top-k overlap between {a0} and {a1} (mean over samples)",
