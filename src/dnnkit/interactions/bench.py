@@ -172,7 +172,7 @@ def _extraction_rows(quick: bool) -> list[Timing]:
                    note=note + ("; batch timed with 300 steps, scaled" if quick else ""))]
 
 
-def trained_games(n: int, count: int, seed: int = 0) -> torch.Tensor:
+def trained_games(n: int, count: int, seed: int = 0, epochs: int = 15) -> torch.Tensor:
     """``(count, 2**n)`` games of an MLP trained on the digits (log-odds of the true class, the
     ``n`` most inked 2x2 patches as players, absent = black), as in the reproduction."""
     from dnnkit.core.data import load_digits_split
@@ -183,7 +183,7 @@ def trained_games(n: int, count: int, seed: int = 0) -> torch.Tensor:
     data = load_digits_split(test_fraction=0.3, seed=seed)
     torch.manual_seed(seed)
     model = mlp(64, [64], 10)
-    fit(model, data.x_train, data.y_train, epochs=15, lr=2e-3, batch_size=64, seed=seed,
+    fit(model, data.x_train, data.y_train, epochs=epochs, lr=2e-3, batch_size=64, seed=seed,
         progress=False)
     model.eval()
     out = []
@@ -218,9 +218,9 @@ def _dense_lp_single(v, tau: float, n: int) -> None:
 
 def _solver_rows(quick: bool) -> list[Timing]:
     rows = []
-    count = 4 if quick else 10
+    count = 2 if quick else 10
     for n in ((8,) if quick else (8, 10)):
-        games = trained_games(n, count)
+        games = trained_games(n, count, epochs=5 if quick else 15)
         t0 = time.process_time()
         exact = extract_interactions(games, solver="lp")
         t_lp = (time.process_time() - t0) / count
