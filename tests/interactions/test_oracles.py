@@ -217,7 +217,7 @@ def _trained_game(n: int) -> torch.Tensor:
 
 
 def test_default_solver_within_one_percent_of_the_lp_on_a_trained_model_game():
-    # issue 20: on games of trained models projected Adam (the old default) stops 5-70 % above
+    # issue 20: on games of trained models projected Adam (the old default) stops 10-150 % above
     # the optimum; the default solver must be within 1 % of an independently written LP
     n = 8
     v = _trained_game(n)

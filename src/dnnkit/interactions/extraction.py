@@ -545,7 +545,7 @@ def extract_interactions(
         ``'lp'``: exact linear program (scipy HiGHS interior point on the sparse lifted
         formulation, n <= 10); ``'adam'``: Adam with cosine-decayed learning rate on values
         normalised by ``|v(N) - v(empty)|`` (fast for large batches, but on games of trained
-        models it stops 5-70 % above the optimum); ``'auto'``: the LP for n <=
+        models it stops 10-150 % above the optimum); ``'auto'``: the LP for n <=
         ``AUTO_LP_SINGLE`` (10), Adam beyond.
     steps, lr : int, float
         Adam iterations and initial learning rate (ignored by the LP).
