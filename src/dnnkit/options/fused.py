@@ -72,69 +72,75 @@ def _act_and_slope(module: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Te
 
 
 def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: int
-                 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """For fixed contracts: ``theta -> (baseline price (N,), its gradient (N, p))``.
+                 ) -> tuple[Callable[[torch.Tensor, tuple], tuple[torch.Tensor, torch.Tensor]],
+                            tuple] | None:
+    """For fixed contracts: ``(f, consts)`` with ``f(theta, consts) -> (baseline price, its
+    gradient (..., p))``; ``None`` for no baseline.
 
-    Contract-only quantities (``log m``, ``sqrt tau``, discount factors) are computed once."""
-    m, tau, r, q = contracts.to(torch.float64).unbind(-1)
+    ``consts`` are the contract-only quantities (``log m``, ``sqrt tau``, discount factors,
+    computed once), one value per contract. ``theta`` is ``(rows, p)`` with the first ``rows``
+    of each constant (row ``i`` priced at contract ``i``) or ``(k, 1, p)`` with all of them
+    (each parameter set at every contract).
+    """
     if name == "none":
-        def none(theta, rows):
-            z = torch.zeros(rows, dtype=theta.dtype, device=theta.device)
-            return z, torch.zeros(rows, p, dtype=theta.dtype, device=theta.device)
-        return none
+        return None
+    m, tau, r, q = contracts.to(torch.float64).unbind(-1)
     idx = {nm: j for j, nm in enumerate(names)}
     sqt = torch.sqrt(tau)
     drift = -torch.log(m) + (r - q) * tau
     fwd = torch.exp(-q * tau) / m
     disc = torch.exp(-r * tau)
-    vega_c = fwd * sqt / _SQRT_2PI
-    consts = (tau, sqt, drift, fwd, disc, vega_c)
+    half_vega = 0.5 * fwd * sqt / _SQRT_2PI
     keys = ("v0", "kappa", "theta") if name == "heston_bs" else ("sigma", "nu", "theta")
     cols = [idx[k] for k in keys]
+    # d baseline / d (a, b, c) -> d baseline / d theta (p columns) by one small product
+    select = torch.zeros(3, p, dtype=torch.float64, device=contracts.device)
+    for i, j in enumerate(cols):
+        if j < p:
+            select[i, j] = 1.0
 
-    def f(theta: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b, c = (theta[:, j].to(torch.float64) for j in cols)
-        tau, sqt, drift, fwd, disc, vega_c = (t[:rows] for t in consts)
+    def f(theta: torch.Tensor, consts: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        ntau, tau, sqt, drift, fwd, disc, half_vega = consts
+        t64 = theta.to(torch.float64)
+        a, b, c = (t64[..., j] for j in cols)
         if name == "heston_bs":               # a = v0, b = kappa, c = theta (mean variance)
-            x = b * tau
-            em = torch.expm1(-x)
-            g = -em / x                       # (1 - e^{-x}) / x
-            var = c + (a - c) * g
-            dvar = (g, (a - c) * (x * (em + 1) + em) / (x * x) * tau, 1 - g)
+            mx = b * ntau                     # -x, x = kappa tau
+            em = torch.expm1(mx)
+            g = em / mx                       # (1 - e^{-x}) / x
+            ac = a - c
+            var = c + ac * g
+            dk = ac * (em - mx * (em + 1)) / (mx * mx) * tau
+            dvar = torch.stack(torch.broadcast_tensors(g, dk, 1 - g), -1)
         else:                                 # vg_bs: a = sigma, b = nu, c = theta
             var = a * a + b * c * c
-            dvar = (2 * a, c * c, 2 * b * c)
-        clamped = var < 1e-8
+            dvar = torch.stack(torch.broadcast_tensors(2 * a, c * c, 2 * b * c), -1)
+        live = var >= 1e-8                    # below, the variance is clamped: no gradient
         sig = torch.sqrt(torch.clamp(var, min=1e-8))
         sq = sig * sqt
         d1 = drift / sq + 0.5 * sq
-        price = fwd * _ndtr(d1) - disc * _ndtr(d1 - sq)
-        dp = torch.where(clamped, torch.zeros_like(var), vega_c * torch.exp(-0.5 * d1 * d1)
-                         / (2 * sig))
-        grad = torch.zeros(rows, p, dtype=torch.float64, device=theta.device)
-        for j, d in zip(cols, dvar):
-            if j < p:
-                grad[:, j] = dp * d
+        price = fwd * torch.special.ndtr(d1) - disc * torch.special.ndtr(d1 - sq)
+        dp = half_vega * torch.exp(-0.5 * d1 * d1) / sig * live
+        grad = (dp.unsqueeze(-1) * dvar) @ select
         return price.to(theta.dtype), grad.to(theta.dtype)
 
-    return f
-
-
-def _ndtr(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+    return f, (-tau, tau, sqt, drift, fwd, disc, half_vega)
 
 
 def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
                              ) -> Callable[[torch.Tensor, bool],
                                            tuple[torch.Tensor, torch.Tensor | None]] | None:
-    """For fixed ``contracts (N, 4)``: ``f(theta (M, p), need_jac) -> (price (M,),
-    d price / d theta (N, p))`` of a built-in :class:`SurrogatePricer` (``nn.Sequential`` of
-    ``Linear`` and a supported activation); ``None`` for anything else (use autograd then).
+    """For fixed ``contracts (N, 4)``: ``f(theta, need_jac) -> (price, d price / d theta)`` of a
+    built-in :class:`SurrogatePricer` (``nn.Sequential`` of ``Linear`` and a supported
+    activation); ``None`` for anything else (use autograd then).
 
-    The contracts' share of the first layer and of the baseline is computed once, so each call
-    costs one pass through the hidden layers with a ``p``-column tangent. The MLP runs in its
-    weights' dtype; the result is in ``theta``'s dtype. ``theta`` may have ``M <= N`` rows: it
-    is then priced against the first ``M`` contracts.
+    ``theta`` is either ``(M, p)`` with ``M <= N``, row ``i`` priced at contract ``i``
+    (results ``(M,)`` and ``(M, p)``), or ``(k, 1, p)``: ``k`` parameter sets, each priced at
+    all ``N`` contracts (results ``(k, N)`` and ``(k, N, p)``; the batched starts of a
+    calibration, with no copy of the contracts). The contracts' share of the first layer and of
+    the baseline is computed once, so each call costs one pass through the hidden layers and one
+    reverse pass of the scalar output (cheaper than ``p`` forward tangents). The MLP runs in its
+    weights' dtype; the results are in ``theta``'s dtype. Without ``need_jac`` the Jacobian is
+    ``None``.
     """
     body = getattr(net, "net", None)
     if not isinstance(body, nn.Sequential) or net.config.get("custom"):
@@ -152,46 +158,49 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
             if act is None:
                 return None
             i += 1
-        layers.append((lin.weight, lin.bias, act))
+        layers.append((lin.weight.detach(), None if lin.bias is None else lin.bias.detach(),
+                       act))
         i += 1
     if layers[-1][2] is not None or layers[-1][0].shape[0] != 1:
         return None
     box = net.feature_box
-    w0, b0 = layers[0][0], layers[0][1]
+    w0, b0, act0 = layers[0]
     dt = w0.dtype
     lo, hi = net.low.to(torch.float64), net.high.to(torch.float64)
     live = hi > lo
     span = torch.where(live, hi - lo, torch.ones_like(hi))
     c64 = contracts.to(torch.float64)
+    y_shift, y_scale = float(net.y_shift), float(net.y_scale)
     with torch.no_grad():
         uc = torch.where(live[p:], 2 * (c64 - lo[p:]) / span[p:] - 1, torch.zeros_like(c64))
         # first layer = W[:, :p] u(theta) + (W[:, p:] u(c) + b): the bracket is fixed
-        h0_c = torch.nn.functional.linear(uc.to(dt), w0[:, p:].detach(),
-                                          None if b0 is None else b0.detach())
+        h0_c = torch.nn.functional.linear(uc.to(dt), w0[:, p:], b0)
         scale_p = torch.where(live[:p], 2 / span[:p], torch.zeros_like(span[:p]))
-        w0p = w0[:, :p].detach() * scale_p.to(dt)             # d h0 / d theta, row-independent
+        w0p = w0[:, :p] * scale_p.to(dt)                       # d h0 / d theta, row-independent
         shift0 = -(lo[:p] * scale_p + live[:p].to(torch.float64)).to(dt)   # u = theta * s + shift
-        h0_const = h0_c + shift0 @ w0[:, :p].detach().T
-    rest = [(w.detach(), None if b is None else b.detach(), act) for w, b, act in layers[1:]]
-    act0 = layers[0][2]
-    base = _baseline_fn(net.config["baseline"], box.names, contracts, p)
-    y_shift, y_scale = float(net.y_shift), float(net.y_scale)
+        h0_const = h0_c + shift0 @ w0[:, :p].T
+        w0pT = w0p.T.contiguous()                               # (p, width)
+    rest = layers[1:]
+    # the reverse pass starts from the last layer's row, the output's scale folded in
+    w_out = None if not rest else rest[-1][0] * y_scale
+    baseline = _baseline_fn(net.config["baseline"], box.names, contracts, p)
+    n_contracts, width0 = h0_const.shape
 
     def f(theta: torch.Tensor, need_jac: bool = True
           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # ``theta`` may cover only the first rows of ``contracts`` (a shrinking batch of starts)
-        rows = theta.shape[0]
+        per_set = theta.ndim == 3
         with torch.no_grad():
-            h = torch.addmm(h0_const[:rows], theta.to(dt), w0p.T)
-            # reverse mode by hand: keep each layer's activation slope (N, width), then pull the
-            # scalar output's gradient back through the layers (cheaper than p forward tangents)
-            slopes = []
+            if per_set:         # (k, 1, p): every set at every contract
+                lead = (theta.shape[0], n_contracts)
+                h = (h0_const + theta.to(dt) @ w0pT).reshape(-1, width0)
+            else:               # (M, p): row i at contract i
+                lead = (theta.shape[0],)
+                h = torch.addmm(h0_const[:lead[0]], theta.to(dt), w0pT)
+            slopes = []         # each layer's activation slope (rows, width); None: linear
             a = h
             if act0 is not None:
                 a, slope = act0(h)
-                slopes.append(slope)
-            else:
-                slopes.append(None)
+            slopes.append(None if act0 is None else slope)
             for w, b, act in rest:
                 h = torch.nn.functional.linear(a, w, b)
                 if act is not None:
@@ -200,17 +209,31 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
                 else:
                     a = h
                     slopes.append(None)
-            bp, bg = base(theta, rows)
-            price = bp + y_shift + y_scale * a[:, 0].to(theta.dtype)
+            price = a[:, 0].to(theta.dtype).mul_(y_scale).add_(y_shift).reshape(lead)
+            if baseline is not None:
+                bf, consts = baseline
+                bp, bg = bf(theta, consts if per_set else tuple(t[:lead[0]] for t in consts))
+                price = price.add_(bp)
             if not need_jac:
                 return price, None
-            ws = [w for w, _, _ in rest]
-            g = None                                   # d out / d (activation of layer k)
-            for k in range(len(ws) - 1, -1, -1):
-                g = ws[k].expand(theta.shape[0], -1) if g is None else g @ ws[k]
-                if slopes[k] is not None:
-                    g = g * slopes[k]
-            grad = g @ w0p if g is not None else w0p.expand(theta.shape[0], -1)
-            return price, y_scale * grad.to(theta.dtype) + bg
+            # reverse mode by hand: pull the scalar output's gradient back through the layers
+            # (cheaper than p forward tangents): d out / d h_k = (d out / d h_{k+1} W_{k+1})
+            # * slope_k, for the hidden layers k from the last one down
+            if w_out is None:           # a single linear layer
+                grad = (w0p * y_scale).expand(h.shape[0], -1)
+            else:
+                g = w_out
+                for k in range(len(rest) - 1, -1, -1):
+                    if k < len(rest) - 1:
+                        g = g @ rest[k][0]
+                    if slopes[k] is not None:
+                        g = g * slopes[k] if g.shape[0] == 1 else g.mul_(slopes[k])
+                if g.shape[0] == 1:
+                    g = g.expand(h.shape[0], -1)
+                grad = g @ w0p
+            grad = grad.to(theta.dtype).reshape(*lead, p)
+            if baseline is not None:
+                grad = grad.add_(bg) if grad.is_contiguous() else grad + bg
+            return price, grad
 
     return f
