@@ -165,10 +165,10 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
         if box is None:
             fb = net.feature_box
             box = Box(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
-        cbox = Box(net.feature_box.names[p_dim:], net.feature_box.low[p_dim:],
-                   net.feature_box.high[p_dim:])
-        bad = cbox.violations(quotes.contracts)
-        if bad:
+        fb = net.feature_box
+        qc = quotes.contracts
+        if bool(((qc < fb.low[p_dim:].to(qc)) | (qc > fb.high[p_dim:].to(qc))).any()):
+            bad = Box(fb.names[p_dim:], fb.low[p_dim:], fb.high[p_dim:]).violations(qc)
             raise ValueError("calibrate: quotes lie outside the surrogate's training box: "
                              + "; ".join(bad) + ".")
         price_fn = surrogate_price_fn(net)
@@ -185,18 +185,15 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     sw = torch.sqrt(w / w.sum() * n)
     lo, hi = box.low.to(c), box.high.to(c)
     S = n_starts
-    C = c.repeat(S, 1)
     evals = [0]
 
     def theta_of(z):
         return lo + (hi - lo) * torch.sigmoid(z)
 
-    Y, SW = y.repeat(S), sw.repeat(S)
-
     def rows(zr):                       # per-row z (s n, p) -> weighted residuals (s n,)
         evals[0] += 1
-        k = zr.shape[0]
-        return SW[:k] * (price_fn(theta_of(zr), C[:k]) - Y[:k])
+        k = zr.shape[0] // n
+        return sw.repeat(k) * (price_fn(theta_of(zr), c.repeat(k, 1)) - y.repeat(k))
 
     def resid(z):                       # z (s, p) -> residuals (s, n)
         return rows(z.repeat_interleave(n, 0)).reshape(z.shape[0], n)
@@ -268,7 +265,11 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     k = int(torch.argmin(cost))
     with torch.no_grad():
         theta = theta_of(z[k:k + 1])
-        rmse = float(torch.sqrt(torch.mean((price_fn(theta.expand(n, -1), c) - y) ** 2)))
+        if fused is not None:
+            fit = fused(theta[:, None, :], False)[0][0]
+        else:
+            fit = price_fn(theta.expand(n, -1), c)
+        rmse = float(torch.sqrt(torch.mean((fit - y) ** 2)))
     wall = time.perf_counter() - t0
     ref = reprice_rmse(reference, theta[0].detach(), quotes) if reference is not None else None
     return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0], wall, bool(conv[k]),

@@ -3,10 +3,16 @@ with respect to the model parameters, without autograd.
 
 Calibration (Levenberg-Marquardt) needs ``f(theta, c_j)`` and ``d f / d theta`` for every quote
 and every start at each iteration. Autograd builds a graph and runs a backward pass per
-iteration; here the Jacobian is pushed forward through the MLP alongside the activations (forward
-mode with the ``p`` parameter directions as one batched tangent), so one pass of plain matrix
-products gives both. The baseline's derivative (Black-Scholes vega times the derivative of the
-mean-variance map) is analytic. ``tests/options/test_fused.py`` checks both against autograd.
+iteration; here one pass keeps each layer's activation slope and pulls the scalar output's
+gradient back through the layers by hand (reverse mode: cheaper than ``p`` forward tangents),
+so plain matrix products give both. The baseline's derivative (Black-Scholes vega times the
+derivative of the mean-variance map) is analytic. The contracts' share of the first layer and
+of the baseline is computed once.
+
+On CPU the pass runs in numpy (same BLAS products, same dtype as the weights): a calibration
+pass is a few dozen operations on a few hundred rows, where numpy's per-call cost is a third of
+torch's; on other devices it runs in torch. ``tests/options/test_fused.py`` checks both
+backends against autograd for every activation and baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from scipy.special import erf as _scipy_erf
+from scipy.special import expit as _scipy_expit
+from scipy.special import ndtr as _scipy_ndtr
 from torch import nn
 
 __all__ = ["fused_value_and_jacobian"]
@@ -22,65 +32,131 @@ __all__ = ["fused_value_and_jacobian"]
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
-def _act_and_slope(module: nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor,
-                                                                         torch.Tensor]] | None:
-    """``h -> (act(h), act'(h))`` for the supported activation modules, else ``None``."""
+def _act_and_slope(module: nn.Module, xp) -> Callable | None:
+    """``h -> (act(h), act'(h))`` for the supported activation modules on the array backend
+    ``xp`` (:class:`_TorchOps` or :class:`_NumpyOps`), else ``None``."""
     if isinstance(module, nn.ReLU):
-        return lambda h: (torch.relu(h), (h > 0).to(h.dtype))
+        return lambda h: (xp.relu(h), xp.positive(h))
     if isinstance(module, nn.LeakyReLU):
         s = module.negative_slope
-        return lambda h: (torch.nn.functional.leaky_relu(h, s),
-                          torch.where(h > 0, torch.ones_like(h), torch.full_like(h, s)))
+
+        def leaky(h):
+            slope = xp.positive(h) * (1.0 - s) + s
+            return h * slope, slope
+        return leaky
     if isinstance(module, nn.ELU):
         a = module.alpha
 
-        if a == 1.0:      # elu(h) + 1 = e^h for h <= 0, > 1 above: the slope is min(elu + 1, 1)
+        if a == 1.0:      # the slope is e^min(h, 0); elu(h) = max(h, 0) + (slope - 1)
             def elu1(h):
-                out = torch.nn.functional.elu(h)
-                return out, torch.clamp(out + 1.0, max=1.0)
+                e = xp.exp(xp.nonpositive_part(h))
+                return xp.relu(h) + (e - 1.0), e
             return elu1
 
         def elu(h):
-            e = torch.expm1(torch.clamp(h, max=0.0))
-            return torch.where(h > 0, h, a * e), torch.where(h > 0, torch.ones_like(h), a * e + a)
+            e = xp.exp(xp.nonpositive_part(h))
+            pos = xp.positive(h)
+            return xp.relu(h) + a * (e - 1.0), pos + (1.0 - pos) * (a * e)
         return elu
     if isinstance(module, nn.Tanh):
         def tanh(h):
-            t = torch.tanh(h)
-            return t, 1 - t * t
+            t = xp.tanh(h)
+            return t, 1.0 - t * t
         return tanh
     if isinstance(module, nn.Sigmoid):
         def sig(h):
-            s = torch.sigmoid(h)
-            return s, s * (1 - s)
+            s = xp.sigmoid(h)
+            return s, s * (1.0 - s)
         return sig
     if isinstance(module, nn.Softplus):
         b, th = module.beta, module.threshold
-        return lambda h: (torch.nn.functional.softplus(h, b, th),
-                          torch.where(h * b > th, torch.ones_like(h), torch.sigmoid(h * b)))
+
+        def softplus(h):
+            big = xp.positive(h * b - th)           # above the threshold softplus is linear
+            sp = xp.softplus(h * b) / b
+            return big * h + (1.0 - big) * sp, big + (1.0 - big) * xp.sigmoid(h * b)
+        return softplus
     if isinstance(module, nn.SiLU):
         def silu(h):
-            s = torch.sigmoid(h)
-            return h * s, s * (1 + h * (1 - s))
+            s = xp.sigmoid(h)
+            return h * s, s * (1.0 + h * (1.0 - s))
         return silu
     if isinstance(module, nn.GELU) and module.approximate == "none":
         def gelu(h):
-            cdf = 0.5 * (1 + torch.erf(h / math.sqrt(2.0)))
-            return h * cdf, cdf + h * torch.exp(-0.5 * h * h) / _SQRT_2PI
+            cdf = 0.5 * (1.0 + xp.erf(h * (1 / math.sqrt(2.0))))
+            return h * cdf, cdf + h * xp.exp(-0.5 * h * h) * (1 / _SQRT_2PI)
         return gelu
     return None
 
 
-def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: int
-                 ) -> tuple[Callable[[torch.Tensor, tuple], tuple[torch.Tensor, torch.Tensor]],
-                            tuple] | None:
-    """For fixed contracts: ``(f, consts)`` with ``f(theta, consts) -> (baseline price, its
-    gradient (..., p))``; ``None`` for no baseline.
+class _TorchOps:
+    """The array functions of the fused pass, on torch tensors (any device)."""
 
-    ``consts`` are the contract-only quantities (``log m``, ``sqrt tau``, discount factors,
-    computed once), one value per contract. ``theta`` is ``(rows, p)`` with the first ``rows``
-    of each constant (row ``i`` priced at contract ``i``) or ``(k, 1, p)`` with all of them
-    (each parameter set at every contract).
+    expm1, sqrt, exp, ndtr = torch.expm1, torch.sqrt, torch.exp, torch.special.ndtr
+    tanh, sigmoid, erf, relu = torch.tanh, torch.sigmoid, torch.erf, torch.relu
+
+    @staticmethod
+    def softplus(x):
+        return torch.nn.functional.softplus(x)
+
+    @staticmethod
+    def positive(x):
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def nonpositive_part(x):
+        return torch.clamp(x, max=0.0)
+
+    @staticmethod
+    def stack(*xs):
+        return torch.stack(torch.broadcast_tensors(*xs), -1)
+
+    @staticmethod
+    def clamp_min(x, v):
+        return torch.clamp(x, min=v)
+
+
+class _NumpyOps:
+    """The same on numpy arrays (CPU): a calibration pass is a few dozen operations on a few
+    hundred rows, where numpy's per-call cost is a fraction of torch's."""
+
+    expm1, sqrt, exp, ndtr = np.expm1, np.sqrt, np.exp, staticmethod(_scipy_ndtr)
+    tanh, sigmoid, erf = np.tanh, staticmethod(_scipy_expit), staticmethod(_scipy_erf)
+
+    @staticmethod
+    def relu(x):
+        return np.maximum(x, 0.0)
+
+    @staticmethod
+    def softplus(x):
+        return np.logaddexp(0.0, x)
+
+    @staticmethod
+    def positive(x):
+        return (x > 0).astype(x.dtype)
+
+    @staticmethod
+    def nonpositive_part(x):
+        return np.minimum(x, 0.0)
+
+    @staticmethod
+    def stack(*xs):
+        return np.stack(np.broadcast_arrays(*xs), -1)
+
+    @staticmethod
+    def clamp_min(x, v):
+        return np.maximum(x, v)
+
+
+def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: int, xp
+                 ) -> Callable | None:
+    """For fixed contracts: ``f(theta, rows) -> (baseline price, [(j, d price / d theta_j)])``
+    on float64 arrays of the backend ``xp`` (the non-zero gradient columns); ``None`` for no
+    baseline.
+
+    ``theta`` is ``(rows, p)`` priced at the first ``rows`` contracts (row ``i`` at contract
+    ``i``) or ``(k, 1, p)`` with ``rows=None`` (each parameter set at every contract). The
+    contract-only quantities (``log m``, ``sqrt tau``, discount factors) are computed once.
     """
     if name == "none":
         return None
@@ -93,40 +169,45 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
     half_vega = 0.5 * fwd * sqt / _SQRT_2PI
     keys = ("v0", "kappa", "theta") if name == "heston_bs" else ("sigma", "nu", "theta")
     cols = [idx[k] for k in keys]
-    # d baseline / d (a, b, c) -> d baseline / d theta (p columns) by one small product
-    select = torch.zeros(3, p, dtype=torch.float64, device=contracts.device)
-    for i, j in enumerate(cols):
-        if j < p:
-            select[i, j] = 1.0
+    consts = (-tau, sqt, drift, fwd, disc, half_vega)
+    if xp is _NumpyOps:
+        consts = tuple(t.cpu().numpy() for t in consts)
+    heston = name == "heston_bs"
 
-    def f(theta: torch.Tensor, consts: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        ntau, tau, sqt, drift, fwd, disc, half_vega = consts
-        t64 = theta.to(torch.float64)
+    def f(t64, rows: int | None):
+        ntau, sqt, drift, fwd, disc, half_vega = (
+            consts if rows is None else tuple(t[:rows] for t in consts))
         a, b, c = (t64[..., j] for j in cols)
-        if name == "heston_bs":               # a = v0, b = kappa, c = theta (mean variance)
-            mx = b * ntau                     # -x, x = kappa tau
-            em = torch.expm1(mx)
-            g = em / mx                       # (1 - e^{-x}) / x
+        if heston:                            # a = v0, b = kappa, c = theta (mean variance)
+            em = xp.expm1(b * ntau)           # e^{-x} - 1, x = kappa tau
+            g = em / (b * ntau)               # (1 - e^{-x}) / x
             ac = a - c
             var = c + ac * g
-            dk = ac * (em - mx * (em + 1)) / (mx * mx) * tau
-            dvar = torch.stack(torch.broadcast_tensors(g, dk, 1 - g), -1)
+            # d var / d (v0, kappa, theta) = (g, (v0 - theta) / kappa (e^{-x} - g), 1 - g)
+            dvar = (g, (ac / b) * (1.0 + em - g))
         else:                                 # vg_bs: a = sigma, b = nu, c = theta
             var = a * a + b * c * c
-            dvar = torch.stack(torch.broadcast_tensors(2 * a, c * c, 2 * b * c), -1)
-        live = var >= 1e-8                    # below, the variance is clamped: no gradient
-        sig = torch.sqrt(torch.clamp(var, min=1e-8))
+            dvar = (2 * a, c * c, 2 * b * c)
+        sig = xp.sqrt(xp.clamp_min(var, 1e-8))
         sq = sig * sqt
         d1 = drift / sq + 0.5 * sq
-        price = fwd * torch.special.ndtr(d1) - disc * torch.special.ndtr(d1 - sq)
-        dp = half_vega * torch.exp(-0.5 * d1 * d1) / sig * live
-        grad = (dp.unsqueeze(-1) * dvar) @ select
-        return price.to(theta.dtype), grad.to(theta.dtype)
+        price = fwd * xp.ndtr(d1) - disc * xp.ndtr(d1 - sq)
+        dp = half_vega / sig * xp.exp(-0.5 * d1 * d1)
+        if bool((var < 1e-8).any()):         # the variance is clamped there: no gradient
+            dp = dp * (var >= 1e-8)
+        d = [dp * dv for dv in dvar]
+        if heston:
+            d.append(dp - d[0])
+        return price, [(j, dj) for j, dj in zip(cols, d) if j < p]
 
-    return f, (-tau, tau, sqt, drift, fwd, disc, half_vega)
+    return f
 
 
-def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
+    return f
+
+
+def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor, *,
+                             backend: str | None = None
                              ) -> Callable[[torch.Tensor, bool],
                                            tuple[torch.Tensor, torch.Tensor | None]] | None:
     """For fixed ``contracts (N, 4)``: ``f(theta, need_jac) -> (price, d price / d theta)`` of a
@@ -136,15 +217,22 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
     ``theta`` is either ``(M, p)`` with ``M <= N``, row ``i`` priced at contract ``i``
     (results ``(M,)`` and ``(M, p)``), or ``(k, 1, p)``: ``k`` parameter sets, each priced at
     all ``N`` contracts (results ``(k, N)`` and ``(k, N, p)``; the batched starts of a
-    calibration, with no copy of the contracts). The contracts' share of the first layer and of
-    the baseline is computed once, so each call costs one pass through the hidden layers and one
-    reverse pass of the scalar output (cheaper than ``p`` forward tangents). The MLP runs in its
-    weights' dtype; the results are in ``theta``'s dtype. Without ``need_jac`` the Jacobian is
-    ``None``.
+    calibration, with no copy of the contracts). The MLP runs in its weights' dtype; the results
+    are float64 tensors on the weights' device. Without ``need_jac`` the Jacobian is ``None``.
+    ``backend`` (``"numpy"`` or ``"torch"``) overrides the choice (numpy when the weights and
+    contracts are on the CPU); the weights are read when ``f`` is built, so rebuild it after
+    changing them.
     """
     body = getattr(net, "net", None)
     if not isinstance(body, nn.Sequential) or net.config.get("custom"):
         return None
+    w_dev = net.low.device
+    for prm in body.parameters():
+        w_dev = prm.device
+        break
+    if backend is None:
+        backend = "numpy" if w_dev.type == "cpu" and contracts.device.type == "cpu" else "torch"
+    xp = _NumpyOps if backend == "numpy" else _TorchOps
     layers: list[tuple[torch.Tensor, torch.Tensor | None, Callable | None]] = []
     mods = list(body)
     i = 0
@@ -154,7 +242,7 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
             return None
         act = None
         if i + 1 < len(mods) and not isinstance(mods[i + 1], nn.Linear):
-            act = _act_and_slope(mods[i + 1])
+            act = _act_and_slope(mods[i + 1], xp)
             if act is None:
                 return None
             i += 1
@@ -169,7 +257,7 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
     lo, hi = net.low.to(torch.float64), net.high.to(torch.float64)
     live = hi > lo
     span = torch.where(live, hi - lo, torch.ones_like(hi))
-    c64 = contracts.to(torch.float64)
+    c64 = contracts.to(w_dev, torch.float64)
     y_shift, y_scale = float(net.y_shift), float(net.y_scale)
     with torch.no_grad():
         uc = torch.where(live[p:], 2 * (c64 - lo[p:]) / span[p:] - 1, torch.zeros_like(c64))
@@ -180,60 +268,98 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor
         shift0 = -(lo[:p] * scale_p + live[:p].to(torch.float64)).to(dt)   # u = theta * s + shift
         h0_const = h0_c + shift0 @ w0[:, :p].T
         w0pT = w0p.T.contiguous()                               # (p, width)
-    rest = layers[1:]
-    # the reverse pass starts from the last layer's row, the output's scale folded in
-    w_out = None if not rest else rest[-1][0] * y_scale
-    baseline = _baseline_fn(net.config["baseline"], box.names, contracts, p)
+        # the forward pass uses W^T, the reverse pass W; the output's scale is folded into the
+        # reverse pass's first row
+        hidden = [(w.T.contiguous(), b, act) for w, b, act in layers[1:]]
+        w_out = None if len(layers) == 1 else layers[-1][0] * y_scale
+        if len(layers) > 1:             # the output row, scaled: out = a w + (b y_scale + shift)
+            w_last, b_last = layers[-1][0], layers[-1][1]
+            w_col = (w_last[0] * y_scale).contiguous()
+            out_shift = y_shift + (0.0 if b_last is None else float(b_last[0]) * y_scale)
+            hidden = hidden[:-1]
+        grad_single = w0p * y_scale                             # a single linear layer
+        if backend == "numpy":
+            h0_const, w0pT, w0p, grad_single = (t.cpu().numpy() for t in
+                                                (h0_const, w0pT, w0p, grad_single))
+            hidden = [(w.cpu().numpy(), None if b is None else b.cpu().numpy(), act)
+                      for w, b, act in hidden]
+            w_out = None if w_out is None else w_out.cpu().numpy()
+            if len(layers) > 1:
+                w_col = w_col.cpu().numpy()
+    ws = [layers[k + 1][0] for k in range(len(layers) - 1)]   # W_{k+1}, reverse pass
+    if backend == "numpy":
+        ws = [w.cpu().numpy() for w in ws]
+    baseline = _baseline_fn(net.config["baseline"], box.names, c64, p, xp)
     n_contracts, width0 = h0_const.shape
+    np_dt = None if backend == "torch" else h0_const.dtype
 
     def f(theta: torch.Tensor, need_jac: bool = True
           ) -> tuple[torch.Tensor, torch.Tensor | None]:
         per_set = theta.ndim == 3
+        t64 = theta.detach().to(w_dev, torch.float64)
+        if backend == "numpy":
+            t64 = t64.numpy()
+            t = t64.astype(np_dt)
+        else:
+            t = t64.to(dt)
+        if per_set:             # (k, 1, p): every set at every contract
+            lead = (theta.shape[0], n_contracts)
+            h = (h0_const + t @ w0pT).reshape(-1, width0)
+        else:                   # (M, p): row i at contract i
+            lead = (theta.shape[0],)
+            h = h0_const[:lead[0]] + t @ w0pT
         with torch.no_grad():
-            if per_set:         # (k, 1, p): every set at every contract
-                lead = (theta.shape[0], n_contracts)
-                h = (h0_const + theta.to(dt) @ w0pT).reshape(-1, width0)
-            else:               # (M, p): row i at contract i
-                lead = (theta.shape[0],)
-                h = torch.addmm(h0_const[:lead[0]], theta.to(dt), w0pT)
             slopes = []         # each layer's activation slope (rows, width); None: linear
             a = h
             if act0 is not None:
                 a, slope = act0(h)
             slopes.append(None if act0 is None else slope)
-            for w, b, act in rest:
-                h = torch.nn.functional.linear(a, w, b)
+            for wT, b, act in hidden:
+                h = a @ wT
+                if b is not None:
+                    h += b
                 if act is not None:
                     a, slope = act(h)
                     slopes.append(slope)
                 else:
                     a = h
                     slopes.append(None)
-            price = a[:, 0].to(theta.dtype).mul_(y_scale).add_(y_shift).reshape(lead)
-            if baseline is not None:
-                bf, consts = baseline
-                bp, bg = bf(theta, consts if per_set else tuple(t[:lead[0]] for t in consts))
-                price = price.add_(bp)
-            if not need_jac:
-                return price, None
-            # reverse mode by hand: pull the scalar output's gradient back through the layers
-            # (cheaper than p forward tangents): d out / d h_k = (d out / d h_{k+1} W_{k+1})
-            # * slope_k, for the hidden layers k from the last one down
-            if w_out is None:           # a single linear layer
-                grad = (w0p * y_scale).expand(h.shape[0], -1)
+            if len(layers) > 1:
+                out = a @ w_col
+                price = (out.astype(np.float64) if backend == "numpy"
+                         else out.to(torch.float64)).reshape(lead) + out_shift
             else:
-                g = w_out
-                for k in range(len(rest) - 1, -1, -1):
-                    if k < len(rest) - 1:
-                        g = g @ rest[k][0]
-                    if slopes[k] is not None:
-                        g = g * slopes[k] if g.shape[0] == 1 else g.mul_(slopes[k])
-                if g.shape[0] == 1:
-                    g = g.expand(h.shape[0], -1)
-                grad = g @ w0p
-            grad = grad.to(theta.dtype).reshape(*lead, p)
+                out = a[:, 0]
+                price = (out.astype(np.float64) if backend == "numpy"
+                         else out.to(torch.float64)).reshape(lead) * y_scale + y_shift
             if baseline is not None:
-                grad = grad.add_(bg) if grad.is_contiguous() else grad + bg
-            return price, grad
+                bp, bg = baseline(t64, None if per_set else lead[0])
+                price = price + bp
+            grad = None
+            if need_jac:
+                # reverse mode by hand: d out / d h_k = (d out / d h_{k+1} W_{k+1}) * slope_k,
+                # for the layers k from the last hidden one down; then through the first layer
+                if w_out is None:
+                    g = None
+                    grad = grad_single + 0 * h[:, :1]
+                else:
+                    g = w_out
+                    for k in range(len(layers) - 2, -1, -1):
+                        if k < len(layers) - 2:
+                            g = g @ ws[k]
+                        if slopes[k] is not None:
+                            g = g * slopes[k]
+                    if g.shape[0] == 1:
+                        g = g + 0 * h[:, :1]
+                    grad = g @ w0p
+                grad = (grad.astype(np.float64) if backend == "numpy"
+                        else grad.to(torch.float64)).reshape(*lead, p)
+                if baseline is not None:
+                    for j, d in bg:
+                        grad[..., j] += d
+        if backend == "numpy":
+            price = torch.from_numpy(price)
+            grad = None if grad is None else torch.from_numpy(grad)
+        return price, grad
 
     return f
