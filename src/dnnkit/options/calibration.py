@@ -11,6 +11,7 @@ parameters (Horvath, Muguruza, Tomas 2021, "Deep learning volatility", section 3
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import expit
+from scipy.special import expit, logit
 from torch import nn
 
 from dnnkit.core.seeding import make_generator
@@ -158,14 +159,13 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     check_int(max_iter, "max_iter", 1, where="calibrate")
     if not isinstance(quotes, Quotes):
         raise TypeError(param_error("quotes", "calibrate", "a Quotes", type(quotes).__name__))
-    fused = None
+    fused, on_numpy = None, False
     if isinstance(price_fn, SurrogatePricer):
         net = price_fn
         p_dim = net.feature_box.dim - 4
-        if box is None:
-            fb = net.feature_box
-            box = Box(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
         fb = net.feature_box
+        if box is None:     # the surrogate's own parameter box (no Box built: it is valid)
+            box = _ParamBox(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
         qc = quotes.contracts
         if bool(((qc < fb.low[p_dim:].to(qc)) | (qc > fb.high[p_dim:].to(qc))).any()):
             bad = Box(fb.names[p_dim:], fb.low[p_dim:], fb.high[p_dim:]).violations(qc)
@@ -173,8 +173,11 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
                              + "; ".join(bad) + ".")
         price_fn = surrogate_price_fn(net)
         if method == "lm" and box.names == net.feature_box.names[:p_dim]:
-            fused = fused_value_and_jacobian(net, p_dim, quotes.contracts)
-    if not isinstance(box, Box):
+            on_numpy = (quotes.contracts.device.type == "cpu"
+                        and all(t.device.type == "cpu" for t in net.parameters()))
+            fused = fused_value_and_jacobian(net, p_dim, quotes.contracts, raw=True,
+                                             backend="numpy" if on_numpy else "torch")
+    if not isinstance(box, (Box, _ParamBox)):
         raise TypeError(param_error("box", "calibrate", "a Box of model parameters", box))
     n, p = quotes.contracts.shape[0], box.dim
     if n < p:
@@ -198,17 +201,16 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     def resid(z):                       # z (s, p) -> residuals (s, n)
         return rows(z.repeat_interleave(n, 0)).reshape(z.shape[0], n)
 
-    u = torch.quasirandom.SobolEngine(p, scramble=True, seed=int(
-        torch.randint(0, 2**31 - 1, (1,), generator=make_generator(seed)))).draw(
-        S, dtype=torch.float64)
-    z = torch.logit(0.05 + 0.9 * u)
+    u = _sobol_starts(p, S, int(torch.randint(0, 2**31 - 1, (1,),
+                                              generator=make_generator(seed))))
+    z = torch.from_numpy(logit(0.05 + 0.9 * u))
     t0 = time.perf_counter()
     cost = None
     if method == "lm":
         # the LM bookkeeping (p x p systems, damping, stopping) runs in numpy on tiny arrays;
         # the pricer's pass is the only torch work per iteration
         if fused is not None:
-            jac_np = _fused_problem(fused, lo, hi, sw, y, evals)
+            jac_np = _fused_problem(fused, on_numpy, lo, hi, sw, y, evals)
             resid_np = None
             # the cost is resolved only to the surrogate's float precision
             noise = 10 * torch.finfo(next(net.parameters()).dtype).eps
@@ -266,7 +268,10 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     with torch.no_grad():
         theta = theta_of(z[k:k + 1])
         if fused is not None:
-            fit = fused(theta[:, None, :], False)[0][0]
+            t3 = theta[:, None, :].cpu().numpy()
+            fit = (fused(t3, False)[0][0] if on_numpy
+                   else fused(torch.from_numpy(t3), False)[0][0].cpu().numpy())
+            fit = torch.as_tensor(fit, device=c.device)
         else:
             fit = price_fn(theta.expand(n, -1), c)
         rmse = float(torch.sqrt(torch.mean((fit - y) ** 2)))
@@ -274,6 +279,29 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     ref = reprice_rmse(reference, theta[0].detach(), quotes) if reference is not None else None
     return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0], wall, bool(conv[k]),
                              starts=cost.tolist(), reference_rmse=ref)
+
+
+@dataclass(frozen=True)
+class _ParamBox:
+    """The parameter part of a surrogate's feature box (names, float64 bounds)."""
+
+    names: tuple[str, ...]
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+
+@functools.lru_cache(maxsize=64)
+def _sobol_starts(p: int, n: int, seed: int) -> np.ndarray:
+    """``n`` scrambled-Sobol points in ``[0, 1)^p`` (float64, read-only; cached: a pure
+    function of its arguments, and scrambling costs more than a small calibration pass)."""
+    u = torch.quasirandom.SobolEngine(p, scramble=True, seed=seed).draw(
+        n, dtype=torch.float64).numpy()
+    u.flags.writeable = False
+    return u
 
 
 def _jacobian(rows, z, n):
@@ -289,22 +317,25 @@ def _jacobian(rows, z, n):
 _RACE_PATIENCE = 3   # LM iterations the other starts get once one start has converged
 
 
-def _fused_problem(fused, lo, hi, sw, y, evals):
+def _fused_problem(fused, on_numpy, lo, hi, sw, y, evals):
     """``z (k, p) -> (residuals (k, n), Jacobian in z (k, n, p))`` in numpy float64 from one
     fused surrogate pass pricing the ``k`` parameter sets at every quote."""
     lo_n, span_n = lo.cpu().numpy(), (hi - lo).cpu().numpy()
     sw_n, y_n = sw.cpu().numpy(), y.cpu().numpy()
-    dev = lo.device
     sw_col = sw_n[:, None]
 
     def jac(z):
         evals[0] += 1
         sg = expit(z)
-        theta = lo_n + span_n * sg
-        price, J = fused(torch.as_tensor(theta[:, None, :], device=dev), True)
-        r = sw_n * (price.cpu().numpy() - y_n)
-        dth = span_n * sg * (1 - sg)                                        # (k, p)
-        return r, J.cpu().numpy() * sw_col * dth[:, None, :]
+        theta = (lo_n + span_n * sg)[:, None, :]
+        if on_numpy:
+            price, J = fused(theta, True)
+        else:
+            price, J = (t.cpu().numpy() for t in fused(torch.from_numpy(theta), True))
+        r = sw_n * (price - y_n)
+        J *= sw_col
+        J *= (span_n * sg * (1 - sg))[:, None, :]                          # d theta / d z
+        return r, J
 
     return jac
 
@@ -331,7 +362,6 @@ def _levenberg_marquardt(jac, resid, z, max_iter, tol, xtol=1e-9, noise=0.0,
     conv = np.zeros(S, dtype=bool)
     final = np.empty(S)
     act = np.arange(S)
-    dg = np.arange(p)
     best_done, since = math.inf, 0
     r, J = jac(z)
     cost = np.einsum("kn,kn->k", r, r)
@@ -342,7 +372,8 @@ def _levenberg_marquardt(jac, resid, z, max_iter, tol, xtol=1e-9, noise=0.0,
             g = (Jt @ r[:, :, None])[:, :, 0]
             la = lam[act]
             M = A.copy()
-            M[:, dg, dg] += la[:, None] * np.maximum(A[:, dg, dg], 1e-12)
+            M.reshape(len(M), -1)[:, ::p + 1] += la[:, None] * np.maximum(
+                A.reshape(len(A), -1)[:, ::p + 1], 1e-12)
             step = np.linalg.solve(M, -g[:, :, None])[:, :, 0]
             pred = -(2 * (g * step).sum(1) + (step * (A @ step[:, :, None])[:, :, 0]).sum(1))
             za = z[act]

@@ -148,30 +148,31 @@ class _NumpyOps:
         return np.maximum(x, v)
 
 
-def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: int, xp
-                 ) -> Callable | None:
+def _baseline_fn(name: str, names: tuple[str, ...], contracts: np.ndarray, p: int, xp,
+                 device: torch.device | None = None) -> Callable | None:
     """For fixed contracts: ``f(theta, rows) -> (baseline price, [(j, d price / d theta_j)])``
     on float64 arrays of the backend ``xp`` (the non-zero gradient columns); ``None`` for no
     baseline.
 
     ``theta`` is ``(rows, p)`` priced at the first ``rows`` contracts (row ``i`` at contract
     ``i``) or ``(k, 1, p)`` with ``rows=None`` (each parameter set at every contract). The
-    contract-only quantities (``log m``, ``sqrt tau``, discount factors) are computed once.
+    contract-only quantities (``log m``, ``sqrt tau``, discount factors) are computed once, in
+    numpy from float64 ``contracts (N, 4)`` (moved to ``device`` for the torch backend).
     """
     if name == "none":
         return None
-    m, tau, r, q = contracts.to(torch.float64).unbind(-1)
+    m, tau, r, q = contracts.T                            # numpy float64 (N,) each
     idx = {nm: j for j, nm in enumerate(names)}
-    sqt = torch.sqrt(tau)
-    drift = -torch.log(m) + (r - q) * tau
-    fwd = torch.exp(-q * tau) / m
-    disc = torch.exp(-r * tau)
+    sqt = np.sqrt(tau)
+    drift = -np.log(m) + (r - q) * tau
+    fwd = np.exp(-q * tau) / m
+    disc = np.exp(-r * tau)
     half_vega = 0.5 * fwd * sqt / _SQRT_2PI
     keys = ("v0", "kappa", "theta") if name == "heston_bs" else ("sigma", "nu", "theta")
     cols = [idx[k] for k in keys]
-    consts = (-tau, sqt, drift, fwd, disc, half_vega)
-    if xp is _NumpyOps:
-        consts = tuple(t.cpu().numpy() for t in consts)
+    consts = tuple(np.ascontiguousarray(t) for t in (-tau, sqt, drift, fwd, disc, half_vega))
+    if xp is _TorchOps:
+        consts = tuple(torch.from_numpy(t).to(device) for t in consts)
     heston = name == "heston_bs"
 
     def f(t64, rows: int | None):
@@ -207,7 +208,7 @@ def _baseline_fn(name: str, names: tuple[str, ...], contracts: torch.Tensor, p: 
 
 
 def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor, *,
-                             backend: str | None = None
+                             backend: str | None = None, raw: bool = False
                              ) -> Callable[[torch.Tensor, bool],
                                            tuple[torch.Tensor, torch.Tensor | None]] | None:
     """For fixed ``contracts (N, 4)``: ``f(theta, need_jac) -> (price, d price / d theta)`` of a
@@ -221,7 +222,8 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor, *,
     are float64 tensors on the weights' device. Without ``need_jac`` the Jacobian is ``None``.
     ``backend`` (``"numpy"`` or ``"torch"``) overrides the choice (numpy when the weights and
     contracts are on the CPU); the weights are read when ``f`` is built, so rebuild it after
-    changing them.
+    changing them. With ``raw`` the function takes and returns the backend's own float64 arrays
+    (numpy arrays on the numpy backend: no tensor round trip, for numpy callers).
     """
     body = getattr(net, "net", None)
     if not isinstance(body, nn.Sequential) or net.config.get("custom"):
@@ -251,62 +253,72 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor, *,
         i += 1
     if layers[-1][2] is not None or layers[-1][0].shape[0] != 1:
         return None
+    if layers[0][0].dtype not in (torch.float32, torch.float64):
+        return None                     # e.g. half precision: autograd handles it
     box = net.feature_box
-    w0, b0, act0 = layers[0]
+    # the constants are built in numpy on the CPU (a few small arrays), then moved to the
+    # weights' device for the torch backend
+    npl = [(w.cpu().numpy(), None if b is None else b.cpu().numpy(), act) for w, b, act in layers]
+    w0, b0, act0 = npl[0]
     dt = w0.dtype
-    lo, hi = net.low.to(torch.float64), net.high.to(torch.float64)
+    lo = net.low.detach().cpu().numpy().astype(np.float64)
+    hi = net.high.detach().cpu().numpy().astype(np.float64)
     live = hi > lo
-    span = torch.where(live, hi - lo, torch.ones_like(hi))
-    c64 = contracts.to(w_dev, torch.float64)
+    span = np.where(live, hi - lo, 1.0)
+    c64 = contracts.detach().cpu().numpy().astype(np.float64)
     y_shift, y_scale = float(net.y_shift), float(net.y_scale)
-    with torch.no_grad():
-        uc = torch.where(live[p:], 2 * (c64 - lo[p:]) / span[p:] - 1, torch.zeros_like(c64))
-        # first layer = W[:, :p] u(theta) + (W[:, p:] u(c) + b): the bracket is fixed
-        h0_c = torch.nn.functional.linear(uc.to(dt), w0[:, p:], b0)
-        scale_p = torch.where(live[:p], 2 / span[:p], torch.zeros_like(span[:p]))
-        w0p = w0[:, :p] * scale_p.to(dt)                       # d h0 / d theta, row-independent
-        shift0 = -(lo[:p] * scale_p + live[:p].to(torch.float64)).to(dt)   # u = theta * s + shift
-        h0_const = h0_c + shift0 @ w0[:, :p].T
-        w0pT = w0p.T.contiguous()                               # (p, width)
-        # the forward pass uses W^T, the reverse pass W; the output's scale is folded into the
-        # reverse pass's first row
-        hidden = [(w.T.contiguous(), b, act) for w, b, act in layers[1:]]
-        w_out = None if len(layers) == 1 else layers[-1][0] * y_scale
-        if len(layers) > 1:             # the output row, scaled: out = a w + (b y_scale + shift)
-            w_last, b_last = layers[-1][0], layers[-1][1]
-            w_col = (w_last[0] * y_scale).contiguous()
-            out_shift = y_shift + (0.0 if b_last is None else float(b_last[0]) * y_scale)
-            hidden = hidden[:-1]
-        grad_single = w0p * y_scale                             # a single linear layer
-        if backend == "numpy":
-            h0_const, w0pT, w0p, grad_single = (t.cpu().numpy() for t in
-                                                (h0_const, w0pT, w0p, grad_single))
-            hidden = [(w.cpu().numpy(), None if b is None else b.cpu().numpy(), act)
-                      for w, b, act in hidden]
-            w_out = None if w_out is None else w_out.cpu().numpy()
-            if len(layers) > 1:
-                w_col = w_col.cpu().numpy()
-    ws = [layers[k + 1][0] for k in range(len(layers) - 1)]   # W_{k+1}, reverse pass
-    if backend == "numpy":
-        ws = [w.cpu().numpy() for w in ws]
-    baseline = _baseline_fn(net.config["baseline"], box.names, c64, p, xp)
+    uc = np.where(live[p:], 2 * (c64 - lo[p:]) / span[p:] - 1, 0.0)
+    # first layer = W[:, :p] u(theta) + (W[:, p:] u(c) + b): the bracket is fixed
+    h0_c = uc.astype(dt) @ w0[:, p:].T
+    if b0 is not None:
+        h0_c += b0
+    scale_p = np.where(live[:p], 2 / span[:p], 0.0)
+    w0p = w0[:, :p] * scale_p.astype(dt)                       # d h0 / d theta, row-independent
+    shift0 = -(lo[:p] * scale_p + live[:p]).astype(dt)         # u = theta * s + shift
+    h0_const = h0_c + shift0 @ w0[:, :p].T
+    w0pT = np.ascontiguousarray(w0p.T)                          # (p, width)
+    # the forward pass uses W^T, the reverse pass W_{k+1}; the output row is scaled by y_scale:
+    # out = a w + (b y_scale + shift), and the reverse pass starts from it
+    hidden = [(np.ascontiguousarray(w.T), b, act) for w, b, act in npl[1:-1]]
+    ws = [w for w, _, _ in npl[1:]]
+    w_out = w_col = None
+    out_shift = y_shift
+    if len(npl) > 1:
+        w_last, b_last = npl[-1][0], npl[-1][1]
+        w_out = w_last * y_scale
+        w_col = np.ascontiguousarray(w_out[0])
+        out_shift = y_shift + (0.0 if b_last is None else float(b_last[0]) * y_scale)
+    grad_single = w0p * y_scale                                 # a single linear layer
+    if backend == "torch":
+        def tt(a):
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(w_dev)
+        h0_const, w0pT, w0p, grad_single, w_out, w_col = (
+            tt(a) for a in (h0_const, w0pT, w0p, grad_single, w_out, w_col))
+        hidden = [(tt(w), tt(b), act) for w, b, act in hidden]
+        ws = [tt(w) for w in ws]
+        dt = h0_const.dtype
+    baseline = _baseline_fn(net.config["baseline"], box.names, c64, p, xp, w_dev)
     n_contracts, width0 = h0_const.shape
     np_dt = None if backend == "torch" else h0_const.dtype
 
     def f(theta: torch.Tensor, need_jac: bool = True
           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        per_set = theta.ndim == 3
         t64 = theta.detach().to(w_dev, torch.float64)
+        price, grad = run(t64.numpy() if backend == "numpy" else t64, need_jac)
         if backend == "numpy":
-            t64 = t64.numpy()
-            t = t64.astype(np_dt)
-        else:
-            t = t64.to(dt)
+            price = torch.from_numpy(price)
+            grad = None if grad is None else torch.from_numpy(grad)
+        return price, grad
+
+    def run(t64, need_jac):
+        """The pass on the backend's float64 array ``t64``; results in the backend's arrays."""
+        per_set = t64.ndim == 3
+        t = t64.astype(np_dt) if backend == "numpy" else t64.to(dt)
         if per_set:             # (k, 1, p): every set at every contract
-            lead = (theta.shape[0], n_contracts)
+            lead = (t.shape[0], n_contracts)
             h = (h0_const + t @ w0pT).reshape(-1, width0)
         else:                   # (M, p): row i at contract i
-            lead = (theta.shape[0],)
+            lead = (t.shape[0],)
             h = h0_const[:lead[0]] + t @ w0pT
         with torch.no_grad():
             slopes = []         # each layer's activation slope (rows, width); None: linear
@@ -357,9 +369,8 @@ def fused_value_and_jacobian(net: nn.Module, p: int, contracts: torch.Tensor, *,
                 if baseline is not None:
                     for j, d in bg:
                         grad[..., j] += d
-        if backend == "numpy":
-            price = torch.from_numpy(price)
-            grad = None if grad is None else torch.from_numpy(grad)
         return price, grad
 
+    if raw:
+        return run
     return f
