@@ -158,3 +158,19 @@ def test_empirical_bad_inputs():
         empirical_ntk(lambda t: t, x)
     with pytest.raises(ValueError, match="MLP"):
         ntk_mlp(4, 8, 2, KernelSpec(arch="conv"))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_conv_fast_path_equals_autograd_path(depth):
+    """Without autograd the CNN kernel runs a separate in-place (H, W, N1, N2) block; on pairs of
+    distinct points (well-conditioned arccos) it equals the differentiable (N1, N2, H, W) form,
+    and so does each block edge."""
+    spec = KernelSpec(arch="conv", depth=depth, w_std=1.5, b_std=0.2)
+    x, y = _x(spec, 9), _x(spec, 7, seed=2)
+    fast = ntk_kernel(x, y, spec, get=("nngp", "ntk"))
+    small = ntk_kernel(x, y, spec, get=("nngp", "ntk"), batch_size=2)
+    slow = ntk_kernel(x.clone().requires_grad_(True), y, spec, get=("nngp", "ntk"))
+    for name in ("nngp", "ntk"):
+        want = slow[name].detach()
+        assert torch.allclose(fast[name], want, rtol=1e-12, atol=0)
+        assert torch.allclose(small[name], want, rtol=1e-12, atol=0)

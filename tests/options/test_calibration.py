@@ -1,5 +1,7 @@
 """Calibration through differentiable pricers and the inverse network."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,39 @@ def test_inverse_calibrator_learns_bs_vol():
     assert abs(float(res.params[0]) - 0.4) < 0.03 and res.reference_rmse < 0.01
     with pytest.raises(ValueError, match="grid"):
         inv.calibrate(Quotes(c[:3], inv.surfaces("bs", truth[1:2])[0][:3]))
+
+
+def _surrogate_market(seed=0):
+    from dnnkit.options import SurrogatePricer
+    from dnnkit.options.data import default_box
+
+    box = default_box("heston")
+    torch.manual_seed(seed)
+    net = SurrogatePricer(box, depth=2, width=32, baseline="heston_bs")
+    with torch.no_grad():       # an untrained net as a small correction of the baseline
+        net.y_scale.fill_(1e-3)
+    c = torch.tensor([[m, t, 0.01, 0.0] for t in (0.25, 1.0, 2.0) for m in (0.9, 1.0, 1.1)],
+                     dtype=torch.float64)
+    truth = torch.tensor([[0.04, 1.5, 0.06, 0.5, -0.6]], dtype=torch.float64)
+    return net, Quotes(c, price_european("heston", truth.expand(9, -1), c))
+
+
+def test_surrogate_lm_costs_are_the_costs_of_the_returned_parameters():
+    """The LM tracks each start's cost instead of re-pricing at the end: the best start's cost
+    must be the repricing error of the returned parameters (up to the surrogate's resolution),
+    and the fused pass must reach the same minimum as LM through autograd on the module."""
+    net, quotes = _surrogate_market()
+    res = calibrate(net, quotes, n_starts=4, seed=3)
+    n = quotes.prices.shape[0]
+    assert abs(math.sqrt(min(res.starts) / n) - res.rmse) <= 1e-5 * res.rmse
+    with torch.no_grad():
+        again = net(torch.cat([res.params.expand(n, -1), quotes.contracts], 1))
+    assert abs(float(torch.sqrt(torch.mean((again - quotes.prices) ** 2))) - res.rmse) \
+        <= 1e-5 * res.rmse
+    auto = calibrate(lambda p, c: net(torch.cat([p, c], 1)), quotes,
+                     Box(net.feature_box.names[:5], net.feature_box.low[:5],
+                         net.feature_box.high[:5]), n_starts=4, seed=3)
+    assert abs(auto.rmse - res.rmse) <= 1e-4 * res.rmse
+    assert torch.allclose(auto.params, res.params, rtol=1e-3, atol=1e-9)
+    inside = (res.params > net.feature_box.low[:5] + 1e-3) & (res.params < net.feature_box.high[:5])
+    assert bool(inside[0] and inside[2])    # v0 and the mean variance: an interior minimum

@@ -44,7 +44,9 @@ _GETS = ("nngp", "ntk")
 _ARCHS = ("mlp", "conv")
 _ACTS = ("relu", "erf")
 # Working-set budget of one block of pair computations (bytes); blocks are sized to fit it.
-_BLOCK_BYTES = 64 * 2**20
+# Cache-sized blocks: 4 MiB ran the CNN kernel 1.7-2x and the MLP kernel ~1.5x faster than 64 MiB
+# (one core, 200-1797 digits), at the price of more, smaller operations.
+_BLOCK_BYTES = 4 * 2**20
 # arccos has an infinite derivative at +-1: gradients are taken at c clipped to this margin.
 _CLIP = 1e-12
 
@@ -244,11 +246,69 @@ def _conv_diag(x: torch.Tensor, spec: KernelSpec) -> list[torch.Tensor]:
     return out
 
 
+def _box_sum_hw(t: torch.Tensor) -> torch.Tensor:
+    """3x3 box sum with zero padding over the first two dims of ``(H, W, ...)`` maps: shifted
+    slices of the outer dims, so every add runs over long contiguous rows of pairs."""
+    v = torch.empty_like(t)
+    torch.add(t[1:], t[:-1], out=v[1:])
+    v[0] = t[0]
+    v[:-1] += t[1:]
+    out = torch.empty_like(t)
+    torch.add(v[:, 1:], v[:, :-1], out=out[:, 1:])
+    out[:, 0] = v[:, 0]
+    out[:, :-1] += v[:, 1:]
+    return out
+
+
+def _relu_pair_2pi(s12: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor, need_dot: bool,
+                   same: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``2 pi`` times the ReLU pair kernel and its derivative kernel, in place on ``s12``
+    (``(H, W, N1, N2)`` maps; ``r1 = sqrt Σ11 (H, W, N1, 1)``, ``r2 = sqrt Σ22 (H, W, 1, N2)``):
+    ``k = r1 r2 (sin θ + (π - θ) c)`` and ``k̇ = π - θ = arccos(-c)``, with
+    ``sin θ = sqrt(1 - c²)``; no pair-sized ``r1 r2`` is formed."""
+    nc = s12.mul_(-1.0 / r1).mul_(1.0 / r2).clamp_(-1.0, 1.0)     # -c
+    if same:
+        torch.diagonal(nc, 0, -2, -1).fill_(-1.0)
+    pt = torch.arccos(nc)                                         # π - θ
+    k = torch.addcmul(nc.new_ones(()), nc, nc, value=-1.0).sqrt_()
+    k = k.addcmul_(pt, nc, value=-1.0).mul_(r1).mul_(r2)
+    return k, (pt if need_dot else None)
+
+
+def _conv_block_fast(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
+                     d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_conv_block` without autograd: pair maps laid out ``(H, W, N1, N2)`` (the 3x3 mean
+    shifts outer dims), worked in place, constants folded (the 1/9 of the mean, the 1/(2 pi) of
+    the ReLU kernels), and the last layer's position means taken without a product temporary."""
+    w2, b2 = spec.w_std**2, spec.b_std**2
+    hw = x1.shape[2] * x1.shape[3]
+    sig = torch.einsum("ichw,jchw->hwij", x1, x2).contiguous()
+    scale = w2 / (9.0 * x1.shape[1])
+    theta = pt = k = None
+    for layer in range(spec.depth):
+        sig = _box_sum_hw(sig).mul_(scale).add_(b2)
+        if want_ntk:
+            theta = (sig.clone() if theta is None
+                     else _box_sum_hw(theta.mul_(pt)).mul_(w2 / (18 * math.pi)).add_(sig))
+        r1 = d1[layer].permute(1, 2, 0)[:, :, :, None]
+        r2 = d2[layer].permute(1, 2, 0)[:, :, None, :]
+        k, pt = _relu_pair_2pi(sig, r1, r2, want_ntk, same)
+        sig = k
+        scale = w2 / (18 * math.pi)
+    c = w2 / (2 * math.pi * hw)
+    nngp = k.sum((0, 1)).mul_(c).add_(b2)
+    ntk = nngp + theta.mul_(pt).sum((0, 1)).mul_(c) if want_ntk else None
+    return nngp, ntk
+
+
 def _conv_block(x1: torch.Tensor, x2: torch.Tensor, d1: list[torch.Tensor],
                 d2: list[torch.Tensor], spec: KernelSpec, want_ntk: bool, same: bool
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     w2, b2 = spec.w_std**2, spec.b_std**2
     ip = not (torch.is_grad_enabled() and (x1.requires_grad or x2.requires_grad))
+    if ip:
+        return _conv_block_fast(x1, x2, d1, d2, spec, want_ntk, same)
     k = torch.einsum("ichw,jchw->ijhw", x1, x2).div_(x1.shape[1]) if ip else \
         torch.einsum("ichw,jchw->ijhw", x1, x2) / x1.shape[1]
     theta = None
@@ -312,7 +372,8 @@ def ntk_kernel(
         ``"ntk"`` (default), ``"nngp"``, or a sequence of both.
     batch_size : int
         Edge of the square blocks of pairs computed at once (reduced automatically so one block's
-        working set stays under about 64 MiB, e.g. for the CNN kernel's position maps).
+        working set stays under about 4 MiB, cache-sized: e.g. 32 x 32 pairs of 8x8 position
+        maps for the CNN kernel, 256 x 256 pairs for the MLP).
 
     Returns
     -------

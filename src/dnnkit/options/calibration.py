@@ -11,12 +11,15 @@ parameters (Horvath, Muguruza, Tomas 2021, "Deep learning volatility", section 3
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.special import expit, logit
 from torch import nn
 
 from dnnkit.core.seeding import make_generator
@@ -156,23 +159,25 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     check_int(max_iter, "max_iter", 1, where="calibrate")
     if not isinstance(quotes, Quotes):
         raise TypeError(param_error("quotes", "calibrate", "a Quotes", type(quotes).__name__))
-    fused = None
+    fused, on_numpy = None, False
     if isinstance(price_fn, SurrogatePricer):
         net = price_fn
         p_dim = net.feature_box.dim - 4
-        if box is None:
-            fb = net.feature_box
-            box = Box(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
-        cbox = Box(net.feature_box.names[p_dim:], net.feature_box.low[p_dim:],
-                   net.feature_box.high[p_dim:])
-        bad = cbox.violations(quotes.contracts)
-        if bad:
+        fb = net.feature_box
+        if box is None:     # the surrogate's own parameter box (no Box built: it is valid)
+            box = _ParamBox(fb.names[:p_dim], fb.low[:p_dim], fb.high[:p_dim])
+        qc = quotes.contracts
+        if bool(((qc < fb.low[p_dim:].to(qc)) | (qc > fb.high[p_dim:].to(qc))).any()):
+            bad = Box(fb.names[p_dim:], fb.low[p_dim:], fb.high[p_dim:]).violations(qc)
             raise ValueError("calibrate: quotes lie outside the surrogate's training box: "
                              + "; ".join(bad) + ".")
         price_fn = surrogate_price_fn(net)
         if method == "lm" and box.names == net.feature_box.names[:p_dim]:
-            fused = fused_value_and_jacobian(net, p_dim, quotes.contracts)
-    if not isinstance(box, Box):
+            on_numpy = (quotes.contracts.device.type == "cpu"
+                        and all(t.device.type == "cpu" for t in net.parameters()))
+            fused = fused_value_and_jacobian(net, p_dim, quotes.contracts, raw=True,
+                                             backend="numpy" if on_numpy else "torch")
+    if not isinstance(box, (Box, _ParamBox)):
         raise TypeError(param_error("box", "calibrate", "a Box of model parameters", box))
     n, p = quotes.contracts.shape[0], box.dim
     if n < p:
@@ -183,61 +188,46 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
     sw = torch.sqrt(w / w.sum() * n)
     lo, hi = box.low.to(c), box.high.to(c)
     S = n_starts
-    C = c.repeat(S, 1)
     evals = [0]
 
     def theta_of(z):
         return lo + (hi - lo) * torch.sigmoid(z)
 
-    Y, SW = y.repeat(S), sw.repeat(S)
-
     def rows(zr):                       # per-row z (s n, p) -> weighted residuals (s n,)
         evals[0] += 1
-        k = zr.shape[0]
-        return SW[:k] * (price_fn(theta_of(zr), C[:k]) - Y[:k])
+        k = zr.shape[0] // n
+        return sw.repeat(k) * (price_fn(theta_of(zr), c.repeat(k, 1)) - y.repeat(k))
 
     def resid(z):                       # z (s, p) -> residuals (s, n)
-        if fused is not None:
-            with torch.no_grad():
-                return _fused_resid_jac(z, False)[0]
         return rows(z.repeat_interleave(n, 0)).reshape(z.shape[0], n)
 
-    def _fused_resid_jac(z, need_jac, starts=None):
-        # one pass of the surrogate gives residuals and the Jacobian in z (no autograd graph);
-        # ``starts`` are the rows of the S-start batch that z holds (the fused pass is built for
-        # the full batch of contracts, which are identical for every start)
-        evals[0] += 1
-        k = z.shape[0]
-        sg = torch.sigmoid(z)
-        theta = lo + (hi - lo) * sg
-        price, J = fused_all(theta[:, None, :].expand(k, n, p).reshape(k * n, p), need_jac)
-        r = (SW[:k * n] * (price - Y[:k * n])).reshape(k, n)
-        if not need_jac:
-            return r, None
-        dth = ((hi - lo) * sg * (1 - sg))[:, None, :]                        # (k, 1, p)
-        return r, (SW[:k * n, None] * J).reshape(k, n, p) * dth
-
-    # one pass for the full batch of starts (contract constants once); fewer starts use its
-    # first rows, since every start prices the same contracts
-    fused_all = fused_value_and_jacobian(net, p, c.repeat(S, 1)) if fused is not None else None
-
-    def jac(z):                         # z (s, p) -> residuals (s, n), Jacobian (s, n, p)
-        if fused is not None:
-            with torch.no_grad():
-                return _fused_resid_jac(z, True)
-        return _jacobian(rows, z, n)
-
-    u = torch.quasirandom.SobolEngine(p, scramble=True, seed=int(
-        torch.randint(0, 2**31 - 1, (1,), generator=make_generator(seed)))).draw(
-        S, dtype=torch.float64)
-    z = torch.logit(0.05 + 0.9 * u)
+    u = _sobol_starts(p, S, int(torch.randint(0, 2**31 - 1, (1,),
+                                              generator=make_generator(seed))))
+    z = torch.from_numpy(logit(0.05 + 0.9 * u))
     t0 = time.perf_counter()
+    cost = None
     if method == "lm":
-        noise = 0.0
-        if fused is not None:   # the cost is resolved only to the surrogate's float precision
+        # the LM bookkeeping (p x p systems, damping, stopping) runs in numpy on tiny arrays;
+        # the pricer's pass is the only torch work per iteration
+        if fused is not None:
+            jac_np = _fused_problem(fused, on_numpy, lo, hi, sw, y, evals)
+            resid_np = None
+            # the cost is resolved only to the surrogate's float precision
             noise = 10 * torch.finfo(next(net.parameters()).dtype).eps
-        z, conv = _levenberg_marquardt(jac, resid, z, max_iter, tol, noise=noise, race=race,
-                                       jac_at_trial=fused is not None)
+        else:
+            def jac_np(zn):
+                r, J = _jacobian(rows, torch.as_tensor(zn, device=c.device), n)
+                return r.cpu().numpy(), J.cpu().numpy()
+
+            def resid_np(zn):
+                with torch.no_grad():
+                    return resid(torch.as_tensor(zn, device=c.device)).cpu().numpy()
+            noise = 0.0
+        zn, conv, cost = _levenberg_marquardt(jac_np, resid_np, z.numpy(), max_iter, tol,
+                                              noise=noise, race=race,
+                                              jac_at_trial=fused is not None)
+        z, conv, cost = (torch.as_tensor(zn, device=c.device), torch.from_numpy(conv),
+                         torch.from_numpy(cost))
     elif method == "lbfgs":
         z.requires_grad_(True)
         opt = torch.optim.LBFGS([z], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12,
@@ -271,16 +261,47 @@ def calibrate(price_fn, quotes: Quotes, box: Box | None = None, *, method: str =
         z = z.detach()
     else:
         z, conv = _nelder_mead(resid, z, max_iter, tol)
-    with torch.no_grad():
-        cost = torch.sum(resid(z) ** 2, 1)
+    if cost is None:
+        with torch.no_grad():
+            cost = torch.sum(resid(z) ** 2, 1)
     k = int(torch.argmin(cost))
     with torch.no_grad():
         theta = theta_of(z[k:k + 1])
-        rmse = float(torch.sqrt(torch.mean((price_fn(theta.expand(n, -1), c) - y) ** 2)))
+        if fused is not None:
+            t3 = theta[:, None, :].cpu().numpy()
+            fit = (fused(t3, False)[0][0] if on_numpy
+                   else fused(torch.from_numpy(t3), False)[0][0].cpu().numpy())
+            fit = torch.as_tensor(fit, device=c.device)
+        else:
+            fit = price_fn(theta.expand(n, -1), c)
+        rmse = float(torch.sqrt(torch.mean((fit - y) ** 2)))
     wall = time.perf_counter() - t0
     ref = reprice_rmse(reference, theta[0].detach(), quotes) if reference is not None else None
     return CalibrationResult(theta[0].detach(), box.names, rmse, evals[0], wall, bool(conv[k]),
                              starts=cost.tolist(), reference_rmse=ref)
+
+
+@dataclass(frozen=True)
+class _ParamBox:
+    """The parameter part of a surrogate's feature box (names, float64 bounds)."""
+
+    names: tuple[str, ...]
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+
+@functools.lru_cache(maxsize=64)
+def _sobol_starts(p: int, n: int, seed: int) -> np.ndarray:
+    """``n`` scrambled-Sobol points in ``[0, 1)^p`` (float64, read-only; cached: a pure
+    function of its arguments, and scrambling costs more than a small calibration pass)."""
+    u = torch.quasirandom.SobolEngine(p, scramble=True, seed=seed).draw(
+        n, dtype=torch.float64).numpy()
+    u.flags.writeable = False
+    return u
 
 
 def _jacobian(rows, z, n):
@@ -296,77 +317,126 @@ def _jacobian(rows, z, n):
 _RACE_PATIENCE = 3   # LM iterations the other starts get once one start has converged
 
 
+def _fused_problem(fused, on_numpy, lo, hi, sw, y, evals):
+    """``z (k, p) -> (residuals (k, n), Jacobian in z (k, n, p))`` in numpy float64 from one
+    fused surrogate pass pricing the ``k`` parameter sets at every quote."""
+    lo_n, span_n = lo.cpu().numpy(), (hi - lo).cpu().numpy()
+    sw_n, y_n = sw.cpu().numpy(), y.cpu().numpy()
+    sw_col = sw_n[:, None]
+
+    def jac(z):
+        evals[0] += 1
+        sg = expit(z)
+        theta = (lo_n + span_n * sg)[:, None, :]
+        if on_numpy:
+            price, J = fused(theta, True)
+        else:
+            price, J = (t.cpu().numpy() for t in fused(torch.from_numpy(theta), True))
+        r = sw_n * (price - y_n)
+        J *= sw_col
+        J *= (span_n * sg * (1 - sg))[:, None, :]                          # d theta / d z
+        return r, J
+
+    return jac
+
+
 def _levenberg_marquardt(jac, resid, z, max_iter, tol, xtol=1e-9, noise=0.0,
                          jac_at_trial=False, race=None):
-    """Batched Levenberg-Marquardt over the starts (rows of ``z``) with Marquardt scaling and
-    Nielsen's damping update (gain ratio of actual to predicted decrease).
+    """Batched Levenberg-Marquardt over the starts (rows of ``z``, numpy float64) with
+    Marquardt scaling and Nielsen's damping update (gain ratio of actual to predicted decrease).
 
-    A start stops when an accepted step changes the cost by at most ``tol`` relative (actual and
+    ``jac(z) -> (r (k, n), J (k, n, p))`` and ``resid(z) -> r`` work on numpy arrays. A start
+    stops when an accepted step changes the cost by at most ``tol`` relative (actual and
     predicted), when the Gauss-Newton model predicts a decrease below the pricer's ``noise``
     (relative cost resolution, e.g. float32 surrogates: nothing left to gain), when its step is
     below ``xtol`` relative to ``z``, or when its damping explodes. Stopped starts leave the
     batch, so later iterations price only the starts still moving. With ``jac_at_trial`` (cheap
     Jacobians, e.g. the fused surrogate pass) the trial point is evaluated with its Jacobian in
-    one call, so an accepted step needs no second call.
+    one call, so an accepted step needs no second call. Returns ``z``, the converged flags and
+    each start's final cost (``sum r^2`` at its returned ``z``).
     """
     S, p = z.shape
-    z = z.clone()
-    lam = torch.full((S,), 1e-3, dtype=z.dtype)
-    nu = torch.full((S,), 2.0, dtype=z.dtype)
-    conv = torch.zeros(S, dtype=torch.bool)
-    act = torch.arange(S)
+    z = np.array(z, dtype=np.float64)
+    lam = np.full(S, 1e-3)
+    nu = np.full(S, 2.0)
+    conv = np.zeros(S, dtype=bool)
+    final = np.empty(S)
+    act = np.arange(S)
     best_done, since = math.inf, 0
     r, J = jac(z)
-    cost = (r * r).sum(1)
-    for _ in range(max_iter):
-        A = J.transpose(1, 2) @ J
-        g = (J.transpose(1, 2) @ r.unsqueeze(2)).squeeze(2)
-        D = torch.diagonal(A, dim1=1, dim2=2).clamp(min=1e-12)
-        la = lam[act]
-        step = torch.linalg.solve(A + torch.diag_embed(la[:, None] * D), -g)
-        za = z[act]
-        if jac_at_trial:
-            rc, Jc = jac(za + step)
-        else:
-            rc, Jc = resid(za + step), None
-        cc = (rc * rc).sum(1)
-        pred = -(2 * (g * step).sum(1) + (step * (A @ step.unsqueeze(2)).squeeze(2)).sum(1))
-        actual = cost - cc
-        better = actual > 0
-        rho = actual / pred.clamp(min=1e-300)
-        # Nielsen (1999): shrink lam by up to 3x on good steps, double the growth on bad ones
-        lam[act] = torch.where(better, la * torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3),
-                               la * nu[act])
-        nu[act] = torch.where(better, torch.full_like(la, 2.0), nu[act] * 2)
-        small_f = (better & (actual <= tol * cost) & (pred <= tol * cost)) | (pred <= noise * cost)
-        small_x = (step * step).sum(1) <= (xtol * ((za * za).sum(1).sqrt() + xtol)) ** 2
-        stuck = lam[act] > 1e16
-        z[act] = torch.where(better[:, None], za + step, za)
-        done = small_f | small_x | stuck | (cc <= 1e-30)
-        conv[act] = done & ~stuck
-        if race is not None:
-            cur = torch.where(better, cc, cost)
-            ok = done & ~stuck
-            if bool(ok.any()):
-                best_done = min(best_done, float(cur[ok].min()))
-            if best_done < math.inf:     # racing: stop starts far above a converged one
-                done = done | (cur > race * best_done)
-                since += 1
-                if since > _RACE_PATIENCE:   # and crawlers that have not converged since
-                    done = torch.ones_like(done)
-        keep = ~done
-        if not bool(keep.any()):
-            return z, conv
-        upd = better & keep
-        if bool(upd.any()):
-            if Jc is not None:
-                ru, Ju = rc[upd], Jc[upd]
-            else:               # recompute residuals and Jacobian only where the step was taken
-                ru, Ju = jac(z[act[upd]])
-            r, J, cost = r.clone(), J.clone(), cost.clone()
-            r[upd], J[upd], cost[upd] = ru, Ju, (ru * ru).sum(1)
-        act, r, J, cost = act[keep], r[keep], J[keep], cost[keep]
-    return z, conv
+    cost = np.einsum("kn,kn->k", r, r)
+    with np.errstate(all="ignore"):
+        for _ in range(max_iter):
+            Jt = J.transpose(0, 2, 1)
+            A = Jt @ J
+            g = (Jt @ r[:, :, None])[:, :, 0]
+            la = lam[act]
+            M = A.copy()
+            M.reshape(len(M), -1)[:, ::p + 1] += la[:, None] * np.maximum(
+                A.reshape(len(A), -1)[:, ::p + 1], 1e-12)
+            step = np.linalg.solve(M, -g[:, :, None])[:, :, 0]
+            pred = -(2 * (g * step).sum(1) + (step * (A @ step[:, :, None])[:, :, 0]).sum(1))
+            za = z[act]
+            # stopped before pricing the trial point: the model predicts a decrease below the
+            # pricer's resolution (the start takes that last Gauss-Newton step unpriced), or
+            # the step is negligible
+            flat = (pred <= noise * cost) & (pred > 0)
+            pre = flat | (pred <= 0) | (
+                (step * step).sum(1) <= (xtol * (np.sqrt((za * za).sum(1)) + xtol)) ** 2)
+            if flat.any():
+                z[act[flat]] = za[flat] + step[flat]
+            stop = pre.copy()
+            if race is not None:
+                if pre.any():
+                    best_done = min(best_done, float(cost[pre].min()))
+                if best_done < math.inf:     # racing: stop starts far above a converged one
+                    stop |= cost > race * best_done
+                    since += 1
+                    if since > _RACE_PATIENCE:   # and crawlers that have not converged since
+                        stop[:] = True
+            if stop.any():
+                conv[act[pre]] = True
+                final[act[stop]] = cost[stop]
+                go = ~stop
+                if not go.any():
+                    return z, conv, final
+                act, r, J, cost, A, g, la, step, pred, za = (
+                    t[go] for t in (act, r, J, cost, A, g, la, step, pred, za))
+            zt = za + step
+            if jac_at_trial:
+                rc, Jc = jac(zt)
+            else:
+                rc, Jc = resid(zt), None
+            cc = np.einsum("kn,kn->k", rc, rc)
+            actual = cost - cc
+            better = actual > 0
+            rho = actual / np.maximum(pred, 1e-300)
+            # Nielsen (1999): shrink lam by up to 3x on good steps, double the growth on bad ones
+            lam[act] = np.where(better, la * np.maximum(1 - (2 * rho - 1) ** 3, 1 / 3),
+                                la * nu[act])
+            nu[act] = np.where(better, 2.0, nu[act] * 2)
+            small_f = better & (actual <= tol * cost) & (pred <= tol * cost)
+            stuck = lam[act] > 1e16
+            z[act] = np.where(better[:, None], zt, za)
+            cur = np.where(better, cc, cost)
+            final[act] = cur
+            done = small_f | stuck | (cc <= 1e-30)
+            conv[act] = done & ~stuck
+            if race is not None and (done & ~stuck).any():
+                best_done = min(best_done, float(cur[done & ~stuck].min()))
+            keep = ~done
+            if not keep.any():
+                return z, conv, final
+            upd = better & keep
+            if upd.any():
+                if Jc is not None:
+                    ru, Ju = rc[upd], Jc[upd]
+                else:           # recompute residuals and Jacobian only where the step was taken
+                    ru, Ju = jac(z[act[upd]])
+                r[upd], J[upd], cost[upd] = ru, Ju, np.einsum("kn,kn->k", ru, ru)
+            act, r, J, cost = act[keep], r[keep], J[keep], cost[keep]
+    final[act] = cost
+    return z, conv, final
 
 
 def _nelder_mead(resid, z, max_iter, tol):
