@@ -195,15 +195,28 @@ def _bisect_official(lo: int, hi: int, lossy_at) -> int:
 
 def _push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, fl_floor: int,
                tol: float, kind: str, official_bisection: bool,
-               generator: torch.Generator | None) -> FixedPointFormat:
+               generator) -> FixedPointFormat:
     w = w.detach()
+    # the histogram of w is the same for every candidate format: compute it once
+    w64 = w.reshape(-1).to(torch.float64)
+    lo, hi = float(w64.min()), float(w64.max())
+    if not hi > lo:                                    # constant tensor: nothing to lose
+        p_hist = None
+    else:
+        p_hist = torch.histc(w64, resolution, lo, hi)
+        p_hist = p_hist / p_hist.sum()
 
     def lossy(wl: int, fl: int) -> bool:
-        q = _quantize(w, FixedPointFormat(wl, fl, fmt.symmetric), "stochastic", generator)
-        h = _histograms(w, q, resolution, clip_outside=not official_bisection)
-        if h is None:
+        if p_hist is None:
             return False
-        return _divergence(*h, kind) > tol
+        q = _quantize(w, FixedPointFormat(wl, fl, fmt.symmetric), "stochastic", generator)
+        q = q.reshape(-1).to(torch.float64)
+        if not official_bisection:
+            q = q.clamp_(lo, hi)
+        qh = torch.histc(q, resolution, lo, hi)
+        s = qh.sum()
+        qh = qh / s if s > 0 else qh
+        return _divergence(p_hist, qh, kind) > tol
 
     if official_bisection:
         fl = _bisect_official(fl_floor, fmt.fl, lambda lo, mid: lossy(fmt.wl, lo))
