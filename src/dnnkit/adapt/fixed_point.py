@@ -119,26 +119,29 @@ class _NoiseStream:
     on other devices draw with ``uniform_`` from the torch generator.
     """
 
-    __slots__ = ("generator", "_np")
+    __slots__ = ("generator", "_np", "_bitgen")
 
-    def __init__(self, generator: torch.Generator | None) -> None:
+    def __init__(self, generator: torch.Generator | None,
+                 bitgen: np.random.SFC64 | None = None) -> None:
         self.generator = generator
         self._np = None
+        self._bitgen = bitgen                        # re-keyed, saves numpy's seeding cost
 
     def uniform(self, like: torch.Tensor) -> torch.Tensor:
         """A fresh tensor shaped like ``like`` (float32 or float64) of uniform draws."""
         if like.device.type == "cpu":
             if self._np is None:
-                self._np = _numpy_generator(self.generator)
+                self._np = _numpy_generator(self.generator, self._bitgen)
             dt = np.float32 if like.dtype == torch.float32 else np.float64
             return torch.from_numpy(self._np.random(like.numel(), dtype=dt).reshape(like.shape))
         return torch.empty_like(like).uniform_(generator=self.generator)
 
 
-def _numpy_generator(generator: torch.Generator | None) -> np.random.Generator:
+def _numpy_generator(generator: torch.Generator | None,
+                     bitgen: np.random.SFC64 | None = None) -> np.random.Generator:
     """A numpy SFC64 generator whose whole 256-bit state is drawn from ``generator``."""
     words = torch.randint(-2**63, 2**63 - 1, (4,), generator=generator).numpy().view(np.uint64)
-    bitgen = np.random.SFC64(0)
+    bitgen = np.random.SFC64(0) if bitgen is None else bitgen
     bitgen.state = {"bit_generator": "SFC64", "state": {"state": words}, "has_uint32": 0,
                     "uinteger": 0}
     return np.random.Generator(bitgen)

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 
 from dnnkit.adapt.fixed_point import FixedPointFormat, _check_fmt, _check_x, _quantize
@@ -72,13 +73,17 @@ def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: b
 
 
 def _divergence(p: torch.Tensor, q: torch.Tensor, kind: str) -> float:
+    # histograms have only `bins` entries: numpy on the host is ~10x cheaper than torch ops
+    p = p.detach().cpu().numpy().astype(np.float64, copy=False)
+    q = q.detach().cpu().numpy().astype(np.float64, copy=False)
     if kind == "kl":
         pos = p > 0
         if bool((pos & (q == 0)).any()):
             return math.inf
-        return float((p[pos] * (p[pos] / q[pos]).log()).sum().clamp_min(0.0))
+        pp, qq = p[pos], q[pos]
+        return max(float(np.sum(pp * np.log(pp / qq))), 0.0)
     # official: KLDivLoss(reduction="batchmean", log_target=True)(P, Q) on probabilities
-    return float((q.exp() * (q - p)).sum() / p.numel())
+    return float(np.sum(np.exp(q) * (q - p)) / p.size)
 
 
 @validate_params({"w": Tensor(dtype="floating"), "w_hat": Tensor(dtype="floating"),

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -251,6 +252,7 @@ class AdaPTModel(nn.Module):
         self._formats: dict[str, FixedPointFormat] = {n: fmt for n in self._layers}
         self._seed = config.seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._bitgens: dict[torch.device, np.random.SFC64] = {}
 
     # -- state ------------------------------------------------------------------------------
     def layer_names(self) -> list[str]:
@@ -302,6 +304,14 @@ class AdaPTModel(nn.Module):
             self._generators[device] = gen
         return gen
 
+    def _noise_stream(self, device: torch.device) -> _NoiseStream:
+        """A fresh stream of stochastic-rounding draws keyed by this model's generator (streams
+        are used one after the other, so they share one numpy bit generator per device)."""
+        bitgen = self._bitgens.get(device)
+        if bitgen is None and device.type == "cpu":
+            bitgen = self._bitgens[device] = np.random.SFC64(0)
+        return _NoiseStream(self.generator(device), bitgen)
+
     # -- forward ----------------------------------------------------------------------------
     def _act_format(self, idx: int, name: str) -> FixedPointFormat:
         if self.config.official_compat:
@@ -320,7 +330,7 @@ class AdaPTModel(nn.Module):
             else:
                 gen = streams.get(x.device)
                 if gen is None:
-                    gen = streams[x.device] = _NoiseStream(self.generator(x.device))
+                    gen = streams[x.device] = self._noise_stream(x.device)
             q = _quantize(xd, fmt, "stochastic", gen)
         else:
             q = _quantize(xd, fmt, "nearest", None)
@@ -364,6 +374,20 @@ class _LayerState:
     gd: float = 1.0
     params: list[tuple[str, nn.Parameter]] = field(default_factory=list)
     numel: int = 0
+
+
+@dataclass
+class _Flat:
+    params: list[nn.Parameter]
+    sizes: list[int]
+    master: torch.Tensor
+    master_views: list[torch.Tensor]
+    layer_names: list[str]
+    layer_sizes: list[int]
+    buf: torch.Tensor | None = None
+    buf_views: list[torch.Tensor] = field(default_factory=list)
+    vec_key: tuple | None = None
+    vecs: tuple = ()
 
 
 @validate_params({"lr": Real(0.0, 1e6, closed="right"), "momentum": Real(0.0, 1.0),
@@ -436,6 +460,7 @@ class AdaPTSGD(torch.optim.Optimizer):
                 self.state[p]["master"] = p.detach().to(dt).clone()
         for st in self._layers.values():
             st.numel = sum(p.numel() for _, p in st.params)
+        self._flat = self._make_flat()
         with torch.no_grad():
             self._write_back(list(self._layers), {})
 
@@ -443,7 +468,7 @@ class AdaPTSGD(torch.optim.Optimizer):
     def _stream(self, streams: dict, device: torch.device) -> _NoiseStream:
         gen = streams.get(device)
         if gen is None:
-            gen = streams[device] = _NoiseStream(self.model.generator(device))
+            gen = streams[device] = self.model._noise_stream(device)
         return gen
 
     def _quantize_all(self, xs: list[torch.Tensor], fmts: list[FixedPointFormat],
@@ -523,6 +548,105 @@ class AdaPTSGD(torch.optim.Optimizer):
                 raise FloatingPointError(f"Non-finite gradient in parameter '{pname}' of "
                                          f"layer '{name}'.")
 
+    # -- flat fast path ---------------------------------------------------------------------
+    def _make_flat(self) -> _Flat | None:
+        """Masters of one dtype/device live in one flat buffer (``state[p]["master"]`` are
+        views), so the quantized step runs as a few elementwise passes over all parameters."""
+        ps = [p for st in self._layers.values() for _, p in st.params]
+        ms = [self.state[p]["master"] for p in ps]
+        if not ps or len({(m.dtype, m.device) for m in ms}) != 1 or any(
+                p.dtype != ms[0].dtype for p in ps) or len({id(p) for p in ps}) != len(ps):
+            return None
+        master = torch.cat([m.reshape(-1) for m in ms])
+        sizes = [p.numel() for p in ps]
+        views = [v.view(p.shape) for v, p in zip(master.split(sizes), ps)]
+        for p, v in zip(ps, views):
+            self.state[p]["master"] = v
+        return _Flat(ps, sizes, master, views, list(self._layers),
+                     [st.numel for st in self._layers.values()])
+
+    def _flat_ready(self, items) -> _Flat | None:
+        f, cfg = self._flat, self.config
+        if (f is None or len(items) != len(f.params) or not cfg.quantize_grads
+                or not cfg.quantize_weights):
+            return None
+        state = self.state
+        if any(state[p].get("master") is not v for p, v in zip(f.params, f.master_views)):
+            return None                                 # state replaced (load_state_dict)
+        if self.param_groups[0]["momentum"] != 0:
+            if f.buf is None:
+                if any("momentum_buffer" in state[p] for p in f.params):
+                    return None
+            elif any(state[p].get("momentum_buffer") is not v
+                     for p, v in zip(f.params, f.buf_views)):
+                return None
+        return f
+
+    def _vectors(self, f: _Flat) -> tuple[torch.Tensor, ...]:
+        """Per-element ``2^fl``, ``qmin``, ``qmax``, ``2^-fl`` (rebuilt when a format changes)."""
+        fmts = tuple(self.model._formats[n] for n in f.layer_names)
+        if fmts != f.vec_key:
+            per_param = [fmt for fmt, st in zip(fmts, self._layers.values()) for _ in st.params]
+            m = f.master
+
+            def vec(vals):
+                return torch.cat([torch.full((n,), float(v), dtype=m.dtype, device=m.device)
+                                  for v, n in zip(vals, f.sizes)])
+
+            f.vecs = (vec([2.0 ** q.fl for q in per_param]), vec([q.qmin for q in per_param]),
+                      vec([q.qmax for q in per_param]), vec([q.eps for q in per_param]))
+            f.vec_key = fmts
+        return f.vecs
+
+    def _quantize_flat(self, f: _Flat, x: torch.Tensor, streams: dict) -> torch.Tensor:
+        """``clamp(floor(2^fl x + U), qmin, qmax) * 2^-fl`` elementwise with per-parameter
+        formats: the arithmetic of :func:`~dnnkit.adapt.fixed_point._quantize`."""
+        scale, lo, hi, eps = self._vectors(f)
+        u = self._stream(streams, x.device).uniform(x)
+        return u.addcmul_(x, scale).floor_().clamp_(lo, hi).mul_(eps)
+
+    def _prepare_flat(self, f: _Flat, grads, streams: dict):
+        cfg = self.config
+        g = torch.cat([t.reshape(-1) for t in grads])
+        if cfg.l1 > 0:
+            w = torch.cat([p.detach().reshape(-1) for p in f.params]).sign_()
+            g.add_(w, alpha=cfg.l1)
+        q = self._quantize_flat(f, g, streams)
+        views = [v.view(p.shape) for v, p in zip(q.split(f.sizes), f.params)]
+        norms = _floats(torch._foreach_norm(views))
+        if cfg.normalize_grads:
+            pos = [k for k, n in enumerate(norms) if n > 0]
+            if pos:
+                torch._foreach_div_([views[k] for k in pos], [norms[k] for k in pos])
+                for k in pos:
+                    norms[k] = 1.0
+        return views, norms, q
+
+    def _sgd_flat(self, f: _Flat, g: torch.Tensor) -> None:
+        group = self.param_groups[0]
+        lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
+        wd, nesterov = group["weight_decay"], group["nesterov"]
+        d_p = g.add(f.master, alpha=wd) if wd != 0 else g
+        if mom != 0:
+            if f.buf is None:
+                f.buf = torch.clone(d_p).detach()
+                f.buf_views = [v.view(p.shape) for v, p in zip(f.buf.split(f.sizes), f.params)]
+                for p, v in zip(f.params, f.buf_views):
+                    self.state[p]["momentum_buffer"] = v
+            else:
+                f.buf.mul_(mom).add_(d_p, alpha=1 - damp)
+            d_p = d_p.add(f.buf, alpha=mom) if nesterov else f.buf
+        f.master.add_(d_p, alpha=-lr)
+
+    def _write_back_flat(self, f: _Flat, streams: dict) -> None:
+        q = self._quantize_flat(f, f.master, streams)
+        torch._foreach_copy_(f.params, [v.view(p.shape) for v, p in zip(q.split(f.sizes),
+                                                                          f.params)])
+        nonzero = _floats([t.sum(dtype=torch.float64)
+                           for t in q.sign_().abs_().split(f.layer_sizes)])
+        for st, nz in zip(self._layers.values(), nonzero):
+            st.sparsity = 1.0 - nz / st.numel if st.numel else 0.0
+
     # -- public -----------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None, *, loss: float | torch.Tensor | None = None):
@@ -553,7 +677,11 @@ class AdaPTSGD(torch.optim.Optimizer):
             self._adapt_strategy(lv)
         streams: dict = {}
         # every gradient at once with the formats at the start of the step ...
-        gs, norms = self._prepare(items, grads, streams)
+        flat = self._flat_ready(items)
+        if flat is not None:
+            gs, norms, g_flat = self._prepare_flat(flat, grads, streams)
+        else:
+            gs, norms = self._prepare(items, grads, streams)
         # ... then the heuristics, layer by layer in parameter order; a switch re-prepares the
         # layer's later parameters with the new format (the sequential algorithm's order)
         for j, (name, st, i, _, p) in enumerate(items):
@@ -578,10 +706,17 @@ class AdaPTSGD(torch.optim.Optimizer):
                     g2, n2 = self._prepare([items[k] for k in later],
                                            [grads[k] for k in later], streams)
                     for k, g_k, n_k in zip(later, g2, n2):
-                        gs[k], norms[k] = g_k, n_k
-        self._sgd(items, masters, gs)
-        touched = list(dict.fromkeys(it[0] for it in items))
-        self._write_back(touched, streams)
+                        if flat is not None:
+                            gs[k].copy_(g_k)           # a view of the flat gradient
+                        else:
+                            gs[k] = g_k
+                        norms[k] = n_k
+        if flat is not None:
+            self._sgd_flat(flat, g_flat)
+            self._write_back_flat(flat, streams)
+        else:
+            self._sgd(items, masters, gs)
+            self._write_back(list(dict.fromkeys(it[0] for it in items)), streams)
         record: dict[str, LayerRecord] = {}
         for name, st in self._layers.items():
             f = model._formats[name]
