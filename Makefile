@@ -42,8 +42,12 @@ reproduce: $(BIN)/.dev
 reproduce-quick: $(BIN)/.dev
 	$(BIN)/dnnkit reproduce --all --quick --out $(OUT) --no-progress
 
+# Two pytest workers (pytest-xdist) by default: one per core of the CI machine, each test
+# single-threaded (tests/conftest.py). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(BIN)/.dev $(ORACLE_ENVS)
-	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 test-slow: $(BIN)/.dev $(ORACLE_ENVS) $(SLOW_ENVS)
 	$(BIN)/python -m pytest -m slow -q -p no:cacheprovider

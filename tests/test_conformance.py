@@ -50,6 +50,10 @@ EXEMPT: dict[str, str] = {
                          "validate the header; its fields are not user input",
     "slimsplit.ModeChoice": "a result record returned by ModeController.select",
     "slimsplit.StreamTrace": "a result record returned by simulate_stream",
+    "adapt.AdaPTConfig.dense": "its keyword arguments are AdaPTConfig fields, checked by the "
+                               "class's declared constraints (dense calls __init__)",
+    "adapt.AdaPTModel.forward": "passes *args/**kwargs unchanged to the wrapped user model, "
+                                "which defines and checks its own inputs",
     "seq2seq.LSTMSeq2Seq.reorder_state": "decoder-state plumbing for beam_search: the state is "
                                          "the model's own return value, the index comes from "
                                          "the search",

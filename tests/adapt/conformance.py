@@ -28,6 +28,16 @@ def examples() -> list[Example]:
     x = torch.randn(16)
     fmt = FixedPointFormat(8, 4)
     model = AdaPTModel(_net(), AdaPTConfig(seed=0))
+    opt = AdaPTSGD(model, lr=0.01)
+    x4 = torch.randn(5, 4)
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x4).square().mean()
+        loss.backward()
+        return loss
+
+    closure()
     rec = {"0": LayerRecord(16, 8, 25, 50, 0.0), "2": LayerRecord(12, 6, 25, 50, 0.1)}
     return [
         Example(FixedPointFormat, args=(8, 4)),
@@ -50,7 +60,18 @@ def examples() -> list[Example]:
         Example(performance_model, args=(_net(), (1, 4), [rec]),
                 kwargs={"batch_size": 8, "accumulation_steps": 1, "log_interval": 1,
                         "iso_fraction": 0.5}),
+        Example(FixedPointFormat, args=(8, 4), kwargs={"symmetric": True}),
+        Example(model.layer, args=("0",)),
+        Example(model.set_format, args=("2", FixedPointFormat(10, 6))),
+        Example(model.generator, args=(torch.device("cpu"),)),
+        Example(opt.step, kwargs={"loss": 0.5}),
+        Example(opt.step, args=(closure,)),
+        Example(opt.master, args=(model.model[0].weight,)),
         # hand-written bad cases
+        Example(model.layer, args=("1",), raises=KeyError, param="name"),
+        Example(model.set_format, args=("9", fmt), raises=KeyError, param="name"),
+        Example(opt.master, args=(nn.Parameter(torch.zeros(2)),), raises=KeyError, param="p"),
+        Example(opt.step, kwargs={"loss": torch.ones(2)}, raises=TypeError, param="loss"),
         Example(FixedPointFormat, args=(0, 4), raises=ValueError, param="wl"),
         Example(FixedPointFormat, args=(8, 33), raises=ValueError, param="fl"),
         Example(quantize_fixed, args=(torch.arange(3), fmt), raises=TypeError, param="x"),

@@ -55,3 +55,14 @@ def test_modes_restored():
             m.eval()
             raise ValueError
     assert m.training
+
+
+def test_make_rng_accepts_a_torch_generator_like_validation_seed():
+    import numpy as np
+
+    from dnnkit.core.seeding import make_rng
+
+    a = make_rng(torch.Generator().manual_seed(3)).random(4)
+    b = make_rng(torch.Generator().manual_seed(3)).random(4)
+    c = make_rng(torch.Generator().manual_seed(4)).random(4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from torch import nn
 
 from dnnkit.core.validation import Example
@@ -24,6 +27,7 @@ from dnnkit.deeppeep import (
 )
 
 SHAPE = (2, 3, 8, 8)
+_TMP = Path(tempfile.mkdtemp(prefix="dnnkit-conformance-deeppeep-"))
 
 
 def _toy_lm() -> LatencyModel:
@@ -43,6 +47,8 @@ def examples() -> list[Example]:
     model = random_compact_cnn(0, 2, channels=(16,))
     lm, tr = _toy_lm(), _trace()
     blocks = [BlockGuess("standard", {"out_channels": 16}, 1.0, (0,), ("std3",))]
+    saved = _TMP / "saved.json"
+    lm.save(saved)
     tiny = {"batch": 2, "channels": (8, 16), "sizes": (4,), "samples_per_class": 3}
     return [
         Example(capture_trace, args=(model, SHAPE), kwargs={"repeats": 3}),
@@ -63,6 +69,32 @@ def examples() -> list[Example]:
                 param="input_shape"),
         Example(layer_table, args=(model, SHAPE)),
         Example(score, args=(blocks, blocks)),
+        Example(BlockGuess, args=("dwsep", {"out_channels": 16}, 0.5, (1, 2), ("dw3", "pw")),
+                kwargs={"path": "features.1"}),
+        Example(BlockGuess, args=("mystery",), raises=ValueError, param="block_type"),
+        Example(TraceEvent, args=("aten::conv2d", 50.0),
+                kwargs={"kernel": "aten::mkldnn_convolution", "cv": 0.1, "kind": "conv"}),
+        Example(Trace, args=(tr.events, "kernel", SHAPE, 3, 1, "min", 0.0, False),
+                kwargs={"meta": {"num_threads": 1}}),
+        Example(LatencyModel, args=(2, lm.coef),
+                kwargs={"kernels": {}, "meta": {}, "fit_error": {}, "samples": 10,
+                        "profile_s": 1.0}),
+        Example(lm.conv_us, args=(3, 16, 16, 16, 8), kwargs={"stride": 2}),
+        Example(lm.conv_us, args=(3, 16, 16, 3, 8), raises=ValueError, param="groups"),
+        Example(lm.elementwise_us, args=("relu", 1000)),
+        Example(lm.predict, args=("conv",),
+                kwargs={"k": 1, "cin": 8, "cout": 16, "groups": 1, "h": 8, "stride": 1}),
+        Example(lm.predict, args=("add",), kwargs={"numel": 100}),
+        Example(lm.predict, args=("add",), kwargs={"n": 100}, raises=TypeError, param="shape"),
+        Example(lm.kernel_ok, args=("conv3", 1, "aten::mkldnn_convolution")),
+        Example(lm.compatible, args=({"torch": "0"},), kwargs={"batch": 2}),
+        Example(lm.warn_if_incompatible, args=({},), kwargs={"batch": 2}),
+        Example(LatencyModel.from_dict, args=(lm.to_dict(),)),
+        Example(LatencyModel.from_dict, args=({"batch": 2},), raises=KeyError, param="d"),
+        Example(LatencyModel.from_dict, args=({"batch": 2, "coef": [1.0]},), raises=ValueError,
+                param="d"),
+        Example(lm.save, args=(_TMP / "lm.json",)),
+        Example(LatencyModel.load, args=(saved,)),
         Example(random_compact_cnn, args=(0,), kwargs={"n_blocks": 2}),
         Example(random_compact_cnn, args=(0,), kwargs={"channels": (18,)}, raises=ValueError,
                 param="channels"),

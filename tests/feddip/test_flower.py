@@ -9,7 +9,12 @@ require_flower()  # the `fl` extra; installed by `make test`
 
 from dnnkit.feddip.config import FedDIPConfig
 from dnnkit.feddip.driver import InProcessGrid, quiet_flower, server_identity
-from dnnkit.feddip.flower import FedDIPStrategy, make_client_app
+from dnnkit.feddip.flower import (
+    FedDIPStrategy,
+    _mask_from_message,
+    _mask_to_record,
+    make_client_app,
+)
 
 from .helpers import error_reply, reply, tiny_clients, tiny_model
 
@@ -94,8 +99,35 @@ def test_train_message_carries_mask_and_round_settings():
     assert set(c.array_records) == {"arrays", "mask"}
     cfg = c["config"]
     assert cfg["round"] == 0 and cfg["lr"] == pytest.approx(0.1) and cfg["upload"] == "dense"
-    mask = c["mask"].to_torch_state_dict()
-    assert set(mask) == {"0.weight", "2.weight"} and mask["0.weight"].dtype == torch.uint8
+    # one packed bitmask (1 bit per weight) for all masked tensors, in cfg["mask-keys"] order
+    assert list(cfg["mask-keys"]) == ["0.weight", "2.weight"]
+    bits = c["mask"].to_torch_state_dict()
+    assert list(bits) == ["bits"] and bits["bits"].dtype == torch.uint8
+    assert bits["bits"].numel() == (12 * 6 + 3 * 12 + 7) // 8
+    shapes = {k: v.shape for k, v in st.server.state.items()}
+    got = _mask_from_message(c, cfg, shapes)
+    assert set(got) == set(st.server.mask)
+    for k, m in st.server.mask.items():
+        assert got[k].dtype == torch.bool and torch.equal(got[k], m)
+
+
+def test_client_reads_the_older_per_tensor_mask_format_and_refuses_a_bad_packed_mask():
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    g = torch.Generator().manual_seed(0)
+    mask = {"0.weight": torch.rand(12, 6, generator=g) > 0.5,
+            "2.weight": torch.rand(3, 12, generator=g) > 0.5}
+    shapes = {k: v.shape for k, v in tiny_model().state_dict().items()}
+    old = RecordDict({"mask": ArrayRecord({k: m.to(torch.uint8) for k, m in mask.items()})})
+    got = _mask_from_message(old, ConfigRecord(), shapes)
+    assert all(torch.equal(got[k], mask[k]) for k in mask)
+    new = RecordDict({"mask": _mask_to_record(mask)})
+    got = _mask_from_message(new, ConfigRecord({"mask-keys": list(mask)}), shapes)
+    assert all(torch.equal(got[k], mask[k]) for k in mask)
+    with pytest.raises(ValueError, match="packed mask holds"):
+        _mask_from_message(new, ConfigRecord({"mask-keys": ["0.weight"]}), shapes)
+    with pytest.raises(KeyError, match="does not have"):
+        _mask_from_message(new, ConfigRecord({"mask-keys": ["9.weight"]}), shapes)
 
 
 def test_zero_example_reply_is_dropped_and_counted(caplog):

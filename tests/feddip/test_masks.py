@@ -52,6 +52,22 @@ def test_global_mask_ties_are_deterministic():
     assert m["a"].tolist() == [False] * 4 and m["b"].tolist() == [True] * 4
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_global_mask_is_the_first_k_of_a_stable_sort_with_many_ties(seed):
+    # magnitudes from a handful of values: the selection must prune exactly the first k
+    # entries of a stable ascending sort (names order, then flattened index)
+    g = torch.Generator().manual_seed(seed)
+    state = {"a": torch.randint(-3, 4, (7, 5), generator=g).float(),
+             "b": torch.randint(-3, 4, (11,), generator=g).float() * 0.5}
+    flat = torch.cat([state["a"].reshape(-1), state["b"].reshape(-1)]).abs()
+    for s in (0.1, 0.37, 0.5, 0.8, 0.98):
+        k = round(s * flat.numel())
+        ref = torch.ones(flat.numel(), dtype=torch.bool)
+        ref[torch.sort(flat, stable=True).indices[:k]] = False
+        m = global_magnitude_mask(state, ["a", "b"], s)
+        assert torch.equal(torch.cat([m["a"].reshape(-1), m["b"].reshape(-1)]), ref), s
+
+
 def test_global_mask_follows_device_and_refuses_nan():
     state = {"w": torch.tensor([1.0, float("nan")])}
     with pytest.raises(ValueError, match="NaN"):

@@ -29,5 +29,7 @@ def test_bench_quick_rows():
     rows = bench(quick=True)
     labels = [r.label for r in rows]
     assert any("masked forwards" in lab for lab in labels)
+    solver = [r for r in rows if "default solver" in r.label]
+    assert solver and "gap over the LP optimum" in solver[0].note
     for r in rows:
         assert r.ours_s > 0

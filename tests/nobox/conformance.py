@@ -60,6 +60,11 @@ def examples() -> list[Example]:
                 kwargs={"group_size": 4, "surrogate_cfg": cfg, "attack_cfg": acfg}),
         Example(evaluate_transfer, args=({"v": lambda z: y}, x, x, y)),
         Example(preset, args=("digits8",)),
+        Example(sur.encode, args=(x,)),
+        Example(sur.decode, args=(sur.encode(x),)),
+        Example(sur.forward, args=(x,)),
+        Example(sur.forward, args=(x.repeat(1, 3, 1, 1),), raises=ValueError, param="x"),
+        Example(sur.decode, args=(x,), raises=ValueError, param="h"),
         # hand-written bad cases (the list)
         Example(train_surrogate, args=(x[0], y, cfg), raises=ValueError, param="images"),
         Example(train_surrogate, args=(x * 2, y, cfg), raises=ValueError, param="images"),

@@ -30,6 +30,7 @@ def examples() -> list[Example]:
     return [
         Example(Seq2SeqConfig, kwargs={"src_vocab": 9, "tgt_vocab": 9, "emb_dim": 4, "hidden": 8,
                                        "layers": 1, "dropout": 0.0, "init_range": 0.08,
+                                       "init": "pytorch",
                                        "reverse_source": True, "tie_target_embeddings": False,
                                        "pad_id": 0, "bos_id": 1, "eos_id": 2}),
         Example(LSTMSeq2Seq, args=(cfg,), kwargs={"seed": 0}),

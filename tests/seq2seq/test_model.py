@@ -44,6 +44,25 @@ def test_uniform_init_is_seeded_and_in_range():
     assert allp.min() < -0.07 and allp.max() > 0.07   # spans the range, not the default init
 
 
+def test_pytorch_init_is_seeded_and_follows_pytorch_defaults():
+    cfg = Seq2SeqConfig(src_vocab=300, tgt_vocab=200, emb_dim=16, hidden=64, layers=2,
+                        init="pytorch")
+    a, b, c = (LSTMSeq2Seq(cfg, seed=s) for s in (1, 1, 2))
+    assert Seq2SeqConfig(src_vocab=9, tgt_vocab=9).init == "uniform"   # the paper's by default
+    bound = 64 ** -0.5
+    for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(p, q) and not torch.equal(p, r), n
+        if n.endswith("_emb.weight"):           # nn.Embedding: N(0, 1)
+            assert abs(float(p.std()) - 1.0) < 0.05 and float(p.abs().max()) > 2.5, n
+        else:                                   # nn.LSTM / nn.Linear(hidden, V): U(+-1/sqrt(H))
+            assert float(p.abs().max()) <= bound and float(p.abs().max()) > 0.9 * bound, n
+    # the same distributions as PyTorch's own constructors (compared by spread)
+    ref = torch.nn.LSTM(16, 64, 2)
+    assert abs(float(a.encoder.weight_hh_l1.std()) - float(ref.weight_hh_l1.std())) < 0.01
+    with pytest.raises(ValueError, match="init"):
+        Seq2SeqConfig(src_vocab=9, tgt_vocab=9, init="xavier")
+
+
 def test_reverse_padded():
     x, n = batch([[4, 5, 6], [7, 8], [9]])
     assert reverse_padded(x, n).tolist() == [[6, 5, 4], [8, 7, 0], [9, 0, 0]]

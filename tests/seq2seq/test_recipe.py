@@ -88,6 +88,28 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         assert torch.equal(p, q), n
 
 
+def test_a_checkpoint_of_another_job_is_refused_not_resumed(tmp_path):
+    """Issue 12: train() used to resume any checkpoint at the path, whatever the job."""
+    from dnnkit.core.checkpoint import CheckpointError
+
+    ck = tmp_path / "run.safetensors"
+    train(model(), PAIRS, cfg=adam(max_steps=4), checkpoint=ck)
+    other = [(t, s) for s, t in PAIRS[:-1]]                     # other data, same shapes
+    with pytest.raises(CheckpointError, match="different job.*data"):
+        train(model(), other, cfg=adam(max_steps=8), checkpoint=ck)
+    with pytest.raises(CheckpointError, match="different job.*recipe"):
+        train(model(), PAIRS, cfg=adam(max_steps=8, lr=0.5), checkpoint=ck)
+    h = train(model(), PAIRS, cfg=adam(max_steps=8), checkpoint=ck)   # same job, longer: resumes
+    assert h["resumed_from"] == 4
+    h = train(model(), other, cfg=adam(max_steps=3), checkpoint=ck, resume=False)
+    assert h["resumed_from"] == 0 and h["steps"] == 3          # fresh start, file overwritten
+    h = train(model(), PAIRS, cfg=adam(max_steps=5), checkpoint=tmp_path / "named.safetensors",
+              run_id="exp-1", stop_after=2)
+    h = train(model(), PAIRS[:-1], cfg=adam(max_steps=5), checkpoint=tmp_path / "named.safetensors",
+              run_id="exp-1")                                  # run_id names the job, not the data
+    assert h["resumed_from"] == 2
+
+
 def test_non_finite_loss_stops_with_step_and_gradient_norm(tmp_path):
     ck = tmp_path / "ck.safetensors"
     m = model()

@@ -15,11 +15,13 @@ import torch
 
 from dnnkit.core.validation import (
     Instance,
+    Int,
     Optional_,
     Options,
     Tensor,
     check_choice,
     check_int,
+    declares,
     param_error,
     validate_params,
 )
@@ -30,6 +32,8 @@ Rounding = Literal["nearest", "stochastic"]
 _ROUNDINGS = ("nearest", "stochastic")
 
 
+@declares({"wl": Int(1, 32), "fl": Int(0, 32), "symmetric": Instance(bool)},
+          where="adapt.FixedPointFormat")  # checked inline by __post_init__
 @dataclass(frozen=True)
 class FixedPointFormat:
     """A signed fixed-point format ``<wl, fl>``.

@@ -31,15 +31,19 @@ from dnnkit.adapt.heuristics import (
 from dnnkit.core.hooks import registered_hooks
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
+    Callable_,
     Instance,
     Int,
     Optional_,
     Options,
     Real,
+    Str,
     check_choice,
     check_int,
     check_interval,
+    declares,
     param_error,
+    suggest,
     validate_params,
 )
 
@@ -259,22 +263,26 @@ class AdaPTModel(nn.Module):
         """Names (``named_modules`` paths of the wrapped model) of the quantized layers."""
         return list(self._layers)
 
+    @validate_params({"name": Str()}, where="adapt.AdaPTModel.layer")
     def layer(self, name: str) -> nn.Module:
+        """The quantized layer called ``name`` (one of :meth:`layer_names`)."""
+        self._check_layer(name, "adapt.AdaPTModel.layer")
         return self._layers[name]
+
+    def _check_layer(self, name: str, where: str) -> None:
+        if name not in self._layers:
+            raise KeyError(param_error("name", where, "the name of a quantized layer", name)
+                           + suggest(name, self._layers))
 
     def formats(self) -> dict[str, FixedPointFormat]:
         """Current format of every quantized layer."""
         return dict(self._formats)
 
+    @validate_params({"name": Str(), "fmt": Instance(FixedPointFormat)},
+                     where="adapt.AdaPTModel.set_format")
     def set_format(self, name: str, fmt: FixedPointFormat) -> None:
-        """Set a layer's format (used by :class:`AdaPTSGD`; weights follow at its next step)."""
-        if name not in self._formats:
-            from dnnkit.core.validation import suggest
-
-            raise KeyError(f"Unknown layer {name!r}.{suggest(name, self._formats)}")
-        if not isinstance(fmt, FixedPointFormat):
-            raise TypeError(param_error("fmt", "adapt.AdaPTModel.set_format",
-                                        "a FixedPointFormat", type(fmt).__name__))
+        """Set a layer's format (weights follow at the optimizer's next step)."""
+        self._check_layer(name, "adapt.AdaPTModel.set_format")
         self._formats[name] = fmt
 
     def sparsity(self) -> dict[str, float]:
@@ -295,10 +303,15 @@ class AdaPTModel(nn.Module):
             return torch.zeros(())
         return self.config.l1 * sum(p.detach().abs().sum() for p in ps)
 
+    @declares({"device": Instance(torch.device)}, where="adapt.AdaPTModel.generator")
     def generator(self, device: torch.device) -> torch.Generator:
         """The stochastic-rounding generator for ``device`` (one per device, seeded)."""
-        gen = self._generators.get(device)
+        # inline check (every quantized activation asks): a hit is a device checked before
+        gen = self._generators.get(device) if isinstance(device, torch.device) else None
         if gen is None:
+            if not isinstance(device, torch.device):
+                raise TypeError(param_error("device", "adapt.AdaPTModel.generator",
+                                            "a torch.device", type(device).__name__))
             seed = None if self._seed is None else self._seed + len(self._generators)
             gen = make_generator(seed, device=device)
             self._generators[device] = gen
@@ -648,14 +661,19 @@ class AdaPTSGD(torch.optim.Optimizer):
             st.sparsity = 1.0 - nz / st.numel if st.numel else 0.0
 
     # -- public -----------------------------------------------------------------------------
+    @validate_params({"closure": Optional_(Callable_()), "loss": Optional_(Real())},
+                     where="adapt.AdaPTSGD.step")
     @torch.no_grad()
     def step(self, closure=None, *, loss: float | torch.Tensor | None = None):
-        """One AdaPT step. ``loss`` (or the closure's value) drives the strategy switch.
+        """One AdaPT step. ``loss`` (a float or one-element tensor, or the closure's value)
+        drives the strategy switch. A non-finite ``loss`` argument raises ``ValueError``; a
+        closure returning a non-finite loss raises ``FloatingPointError``.
 
-        The parameters are processed in phases (the first parameter — the weight — of every
-        layer, then the second, ...), each phase batched over layers with ``_foreach`` kernels;
-        within a layer the order is the algorithm's (a switch triggered by the weight already
-        applies to the bias's gradient). Non-finite gradients are refused before any update.
+        All gradients are prepared at once (``_foreach`` kernels, or a few elementwise passes
+        over the flat master when every parameter has a gradient); the heuristics then run layer
+        by layer in parameter order, and a switch triggered by a weight re-prepares the layer's
+        later parameters (its bias) with the new format, as in the sequential algorithm.
+        Non-finite gradients are refused before any update.
         """
         if closure is not None:
             with torch.enable_grad():
@@ -795,7 +813,12 @@ class AdaPTSGD(torch.optim.Optimizer):
                                     st.numel)
         return out
 
+    @validate_params({"p": Instance(torch.Tensor)}, where="adapt.AdaPTSGD.master")
     def master(self, p: nn.Parameter) -> torch.Tensor:
         """The float master copy of a parameter."""
+        if p not in self.state or "master" not in self.state[p]:
+            raise KeyError(param_error("p", "adapt.AdaPTSGD.master", "a parameter of a "
+                                       "quantized layer of the optimizer's model",
+                                       f"tensor of shape {tuple(p.shape)}"))
         return self.state[p]["master"]
 

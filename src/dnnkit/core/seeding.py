@@ -38,11 +38,17 @@ def make_generator(seed: SeedLike = None, device: str | torch.device = "cpu") ->
     return g
 
 
-def make_rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
-    """numpy counterpart of :func:`make_generator`."""
+def make_rng(seed: int | np.random.Generator | torch.Generator | None = None
+             ) -> np.random.Generator:
+    """numpy counterpart of :func:`make_generator`.
+
+    A ``torch.Generator`` (what ``validation.Seed`` accepts everywhere) seeds a new numpy
+    generator from one draw, so the same torch generator gives the same numpy stream."""
     if isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, torch.Generator):
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=seed)))
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"The 'seed' parameter must be an int, a numpy Generator or None. "
-                        f"Got {type(seed).__name__} instead.")
+        raise TypeError(f"The 'seed' parameter must be an int, a numpy or torch Generator or "
+                        f"None. Got {type(seed).__name__} instead.")
     return np.random.default_rng(seed)

@@ -214,14 +214,14 @@ class _Scorer:
         key = (s.k, s.cin, s.cout, s.groups, s.h, s.stride)
         v = self._conv.get(key)
         if v is None:
-            v = self._conv[key] = math.log(max(self.lm.conv_us(*key), 1e-3))
+            v = self._conv[key] = math.log(max(self.lm._conv_us(*key), 1e-3))
         return v
 
     def elt(self, op: str, numel: int) -> float:
         key = (op, numel)
         v = self._elt.get(key)
         if v is None:
-            v = self._elt[key] = math.log(max(self.lm.elementwise_us(op, numel), 1e-3))
+            v = self._elt[key] = math.log(max(self.lm._elementwise_us(op, numel), 1e-3))
         return v
 
     def layer_cost(self, lay: Layer, s: _Spec) -> float | None:
@@ -233,8 +233,8 @@ class _Scorer:
         if self.level == "kernel" and lay.kernel:
             if self.lm is not None:
                 from .latency import conv_class
-                if not self.lm.kernel_ok(conv_class(s.k, s.cin, s.cout, s.groups), s.stride,
-                                         lay.kernel):
+                if not self.lm._kernel_ok(conv_class(s.k, s.cin, s.cout, s.groups), s.stride,
+                                          lay.kernel):
                     cost += _KERNEL_PENALTY
             elif self.batch > 1 and (lay.kernel in _SLOW_1X1) != (s.k == 1):
                 return None

@@ -23,7 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnnkit.core.seeding import make_generator
-from dnnkit.core.validation import Int, Optional_, Options, validate_params
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Optional_,
+    Options,
+    PathArg,
+    Real,
+    Str,
+    param_error,
+    validate_params,
+)
 
 from .trace import _kernel_of, machine_meta
 
@@ -66,6 +76,13 @@ def conv_features(k: int, cin: int, cout: int, groups: int, h: int, stride: int,
     return float(macs), float(batch * cin * h * h), float(batch * cout * ho * ho)
 
 
+_SIZE = Int(1, 1 << 20)
+
+
+@validate_params({"batch": Int(1, 1 << 16), "coef": Instance(dict), "kernels": Instance(dict),
+                  "meta": Instance(dict), "fit_error": Instance(dict),
+                  "samples": Int(0, 1 << 40), "profile_s": Real(0.0, None)},
+                 where="deeppeep.LatencyModel")
 @dataclass
 class LatencyModel:
     """Fitted per-op latency models (microseconds) of the attacker's set-up.
@@ -83,30 +100,54 @@ class LatencyModel:
     samples: int = 0
     profile_s: float = 0.0
 
+    @validate_params({"k": Int(1, 64), "cin": _SIZE, "cout": _SIZE, "groups": _SIZE,
+                      "h": Int(1, 1 << 16), "stride": Int(1, 64)})
     def conv_us(self, k: int, cin: int, cout: int, groups: int, h: int, stride: int = 1) -> float:
         """Predicted latency of a same-padded conv at this model's batch size."""
+        if cin % groups or cout % groups:
+            raise ValueError(param_error("groups", "deeppeep.LatencyModel.conv_us",
+                                         f"a divisor of cin={cin} and cout={cout}", groups))
+        return self._conv_us(k, cin, cout, groups, h, stride)
+
+    def _conv_us(self, k: int, cin: int, cout: int, groups: int, h: int, stride: int) -> float:
+        # unchecked: the attack's scorer calls it for every hypothesis (see conv_us)
         cls = conv_class(k, cin, cout, groups)
         macs, xin, xout = conv_features(k, cin, cout, groups, h, stride, self.batch)
         a, b, c = self.coef[cls]
         return a + b * macs + c * (xin + xout)
 
+    @validate_params({"op": Options(*ELEMENTWISE), "numel": Real(0.0, None)})
     def elementwise_us(self, op: str, numel: float) -> float:
         """Predicted latency of an element-wise op over ``numel`` output elements."""
+        return self._elementwise_us(op, numel)
+
+    def _elementwise_us(self, op: str, numel: float) -> float:
         a, b = self.coef[op]
         return a + b * float(numel)
 
+    @validate_params({"op": Options("conv", *ELEMENTWISE)})
     def predict(self, op: str, **shape) -> float:
         """``predict("conv", k=3, cin=32, cout=32, groups=32, h=16, stride=1)`` or
         ``predict("relu", numel=8 * 32 * 16 * 16)``."""
         if op == "conv":
             return self.conv_us(**shape)
+        if set(shape) != {"numel"}:
+            raise TypeError(param_error("shape", "deeppeep.LatencyModel.predict",
+                                        f"the single keyword 'numel' for op {op!r}",
+                                        sorted(shape)))
         return self.elementwise_us(op, shape["numel"])
 
+    @validate_params({"cls": Options(*CONV_CLASSES), "stride": Int(1, 64),
+                      "kernel": Str(allow_empty=True)})
     def kernel_ok(self, cls: str, stride: int, kernel: str) -> bool:
         """Whether a conv of class ``cls`` was seen dispatching to ``kernel`` when profiled."""
+        return self._kernel_ok(cls, stride, kernel)
+
+    def _kernel_ok(self, cls: str, stride: int, kernel: str) -> bool:
         seen = self.kernels.get(f"{cls}/s{stride}")
         return True if not seen or not kernel else kernel in seen
 
+    @validate_params({"meta": Instance(dict), "batch": Optional_(Int(1, 1 << 16))})
     def compatible(self, meta: dict, batch: int | None = None) -> list[str]:
         """Differences between this model's set-up and another (a trace's ``meta``)."""
         diffs = [f"{k}: model {self.meta.get(k)!r} vs trace {meta.get(k)!r}"
@@ -115,7 +156,9 @@ class LatencyModel:
             diffs.append(f"batch: model {self.batch} vs trace {batch}")
         return diffs
 
+    @validate_params({"meta": Instance(dict), "batch": Optional_(Int(1, 1 << 16))})
     def warn_if_incompatible(self, meta: dict, batch: int | None = None) -> None:
+        """Log a warning listing :meth:`compatible`'s differences, if any."""
         diffs = self.compatible(meta, batch)
         if diffs:
             log.warning("deeppeep: the latency model was profiled on a different set-up (%s); "
@@ -127,12 +170,26 @@ class LatencyModel:
                 "profile_s": self.profile_s, "format": "dnnkit.deeppeep.LatencyModel/1"}
 
     @classmethod
+    @validate_params({"d": Instance(dict)})
     def from_dict(cls, d: dict) -> LatencyModel:
-        return cls(int(d["batch"]), {k: list(map(float, v)) for k, v in d["coef"].items()},
-                   {k: list(v) for k, v in d.get("kernels", {}).items()}, dict(d.get("meta", {})),
-                   dict(d.get("fit_error", {})), int(d.get("samples", 0)),
-                   float(d.get("profile_s", 0.0)))
+        """Rebuild a model from :meth:`to_dict`'s output."""
+        missing = [k for k in ("batch", "coef") if k not in d]
+        if missing:
+            raise KeyError(param_error("d", "deeppeep.LatencyModel.from_dict",
+                                       "a dict holding the keys ['batch', 'coef'] (the "
+                                       "output of LatencyModel.to_dict)", list(d)))
+        try:
+            args = (int(d["batch"]), {k: list(map(float, v)) for k, v in d["coef"].items()},
+                    {k: list(v) for k, v in d.get("kernels", {}).items()},
+                    dict(d.get("meta", {})), dict(d.get("fit_error", {})),
+                    int(d.get("samples", 0)), float(d.get("profile_s", 0.0)))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(param_error("d", "deeppeep.LatencyModel.from_dict",
+                                         "the output of LatencyModel.to_dict",
+                                         f"unreadable fields ({exc})")) from None
+        return cls(*args)
 
+    @validate_params({"path": PathArg()})
     def save(self, path: str | Path) -> None:
         """Write the model as JSON (atomic replace)."""
         p = Path(path)
@@ -142,6 +199,7 @@ class LatencyModel:
         tmp.replace(p)
 
     @classmethod
+    @validate_params({"path": PathArg(must_exist=True, kind="file")})
     def load(cls, path: str | Path) -> LatencyModel:
         """Read a model written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))

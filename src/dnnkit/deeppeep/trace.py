@@ -27,9 +27,11 @@ from dnnkit.core.hooks import eval_mode
 from dnnkit.core.validation import (
     Instance,
     Int,
+    Optional_,
     Options,
     Real,
     Sequence_,
+    Str,
     param_error,
     validate_params,
 )
@@ -45,6 +47,9 @@ COMPUTE_OPS = CONV_OPS | frozenset({"aten::linear", "aten::addmm", "aten::matmul
 _PASS = "deeppeep::forward"
 
 
+@validate_params({"name": Str(allow_empty=True), "duration_us": Real(0.0, None),
+                  "kernel": Str(allow_empty=True), "cv": Real(0.0, None),
+                  "kind": Optional_(Str(allow_empty=True))}, where="deeppeep.TraceEvent")
 @dataclass
 class TraceEvent:
     """One operator event of a forward pass.
@@ -63,6 +68,17 @@ class TraceEvent:
     kind: str | None = None
 
 
+@validate_params({
+    "events": Sequence_(Instance(TraceEvent), min_len=0),
+    "level": Options("kernel", "timing"),
+    "input_shape": Sequence_(Int(1, 1 << 16), min_len=2, max_len=5),
+    "repeats": Int(1, 10_000),
+    "num_threads": Int(1, 1024),
+    "aggregate": Options("min", "median", "trimmed_mean"),
+    "noise": Real(0.0, None),
+    "noisy": Instance(bool),
+    "meta": Instance(dict),
+}, where="deeppeep.Trace")
 @dataclass
 class Trace:
     """An aggregated trace: ``events`` in execution order plus how it was observed."""

@@ -10,9 +10,18 @@ import torch
 from torch import nn
 
 from dnnkit.core.hooks import eval_mode, registered_hooks
-from dnnkit.core.validation import Instance, Int, Sequence_, param_error, validate_params
+from dnnkit.core.validation import (
+    Instance,
+    Int,
+    Options,
+    Real,
+    Sequence_,
+    Str,
+    param_error,
+    validate_params,
+)
 
-from .zoo import DepthwiseSeparable, Fire, InvertedResidual, ShuffleUnit
+from .zoo import BLOCK_TYPES, DepthwiseSeparable, Fire, InvertedResidual, ShuffleUnit
 
 __all__ = ["BlockGuess", "LayerInfo", "layer_table", "ground_truth_blocks", "score",
            "layer_kind", "SUPPORTED_LEAVES"]
@@ -24,6 +33,11 @@ SUPPORTED_LEAVES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.
 _BLOCKS = (DepthwiseSeparable, InvertedResidual, Fire, ShuffleUnit)
 
 
+@validate_params({"block_type": Options(*BLOCK_TYPES, "unknown"), "params": Instance(dict),
+                  "confidence": Real(0.0, 1.0),
+                  "layers": Sequence_(Int(0, 1 << 20), min_len=0),
+                  "layer_kinds": Sequence_(Str(), min_len=0), "path": Str(allow_empty=True)},
+                 where="deeppeep.BlockGuess")
 @dataclass
 class BlockGuess:
     """One building block: its type, hyper-parameters and how sure the attack is.

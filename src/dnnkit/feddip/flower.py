@@ -7,7 +7,11 @@ seeded generator, so every engine (simulation, deployment, the in-process driver
 same clients. The ``ClientApp`` runs :func:`~dnnkit.feddip.local.dpf_local_train`.
 
 Wire format of a train instruction: ``RecordDict({"arrays": ArrayRecord(global state),
-"mask": ArrayRecord(uint8 masks) [optional], "config": ConfigRecord(round settings)})``; the
+"mask": ArrayRecord({"bits": packed bitmask}) [optional], "config": ConfigRecord(round
+settings, with "mask-keys" when a mask is sent)})``: the keep-masks of the ``mask-keys``
+tensors, flattened and concatenated in that order, packed 8 per byte (``numpy.packbits``,
+big-endian bit order); the client takes the shapes from its own model. A client also accepts
+the older format, one uint8 0/1 array per masked tensor; the
 reply is ``RecordDict({"arrays": ArrayRecord(local state), "metrics": MetricRecord({
 "num-examples", "train-loss", "upload-bytes", "upload-zeros", "upload-numel"})})``.
 """
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import (
     ArrayRecord,
@@ -80,7 +85,31 @@ def _state_to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
 
 
 def _mask_to_record(mask: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    return ArrayRecord({k: m.detach().cpu().to(torch.uint8) for k, m in mask.items()})
+    """The masks as ONE packed bitmask (1 bit per weight, the bytes the accounting counts):
+    one array to (de)serialise per client instead of one per tensor."""
+    flat = torch.cat([m.detach().reshape(-1).cpu().bool() for m in mask.values()])
+    return ArrayRecord({"bits": torch.from_numpy(np.packbits(flat.numpy()))})
+
+
+def _mask_from_message(content: RecordDict, config: ConfigRecord,
+                       shapes: Mapping[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`_mask_to_record` (bool tensors on the CPU); also reads the older
+    per-tensor uint8 format."""
+    record = content["mask"]
+    if "mask-keys" not in config:  # older wire format: one uint8 array per tensor
+        return {k: v.bool() for k, v in record.to_torch_state_dict().items()}
+    keys = [str(k) for k in config["mask-keys"]]
+    unknown = [k for k in keys if k not in shapes]
+    if unknown:
+        raise KeyError(f"The server's mask names tensors {unknown[:5]} this client's model "
+                       "does not have.")
+    sizes = [math.prod(shapes[k]) for k in keys]
+    bits = record["bits"].numpy()
+    if bits.ndim != 1 or bits.size != (sum(sizes) + 7) // 8:
+        raise ValueError(f"The server's packed mask holds {bits.size} bytes; the model's "
+                         f"{len(keys)} masked tensors need {(sum(sizes) + 7) // 8}.")
+    flat = torch.from_numpy(np.unpackbits(bits, count=sum(sizes))).view(torch.bool)
+    return {k: part.reshape(shapes[k]) for k, part in zip(keys, torch.split(flat, sizes))}
 
 
 @validate_params({"model": Instance(nn.Module), "config": Instance(FedDIPConfig),
@@ -223,6 +252,7 @@ class FedDIPStrategy(FedAvg):
         content = {"arrays": _state_to_record(state), "config": cfg}
         if mask is not None:
             content["mask"] = _mask_to_record(mask)
+            cfg["mask-keys"] = list(mask)
         record = RecordDict(content)
         self._sent[t] = len(parts)
         self._grid = grid
@@ -492,8 +522,9 @@ def make_client_app(model_fn: Callable[[], nn.Module],
         model = _model(msg)
         mask = None
         if "mask" in msg.content:
-            mask = {k: v.bool().to(device)
-                    for k, v in msg.content["mask"].to_torch_state_dict().items()}
+            shapes = {k: v.shape for k, v in model.named_parameters()}  # masks: parameters
+            mask = {k: v.to(device) for k, v in _mask_from_message(msg.content, c,
+                                                                   shapes).items()}
         prunable = list(c["prunable"])
         t, seed = int(c["round"]), int(c["seed"])
         if mask is None and bool(c["round0_erk"]):

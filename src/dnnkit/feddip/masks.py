@@ -112,8 +112,14 @@ def global_magnitude_mask(state: Mapping[str, torch.Tensor], names: Sequence[str
     k = round(sparsity * n)
     keep = torch.ones(n, dtype=torch.bool)
     if k > 0:
-        order = torch.sort(flat, stable=True).indices
-        keep[order[:k]] = False
+        # the first k of a stable ascending sort, found in O(n) (selection, not a full sort):
+        # everything below the k-th smallest magnitude, then the earliest entries equal to it
+        kth = torch.kthvalue(flat, k).values
+        below = flat < kth
+        keep[below] = False
+        rest = k - int(below.sum())
+        if rest > 0:
+            keep[torch.nonzero(flat == kth).view(-1)[:rest]] = False
     out: dict[str, torch.Tensor] = {}
     start = 0
     for name in names:

@@ -268,12 +268,14 @@ class FedDIPServer:
             new = self._checked_aggregate(t, aggregate)
         else:
             new = {k: v.clone() for k, v in self.state.items()}
-        dense = {k: new[k].clone() for k in self.prunable}
+        # the unmasked aggregate is only needed to re-prune from it ("dense")
+        dense = ({k: new[k].clone() for k in self.prunable}
+                 if plan["reprune"] and cfg.reprune_from == "dense" else None)
         if self.mask is not None:
             for k, m in self.mask.items():
                 new[k] = new[k] * m.to(new[k].dtype)
         if plan["reprune"]:
-            source = dense if cfg.reprune_from == "dense" else new
+            source = dense if dense is not None else new
             self.mask = global_magnitude_mask(source, self.prunable, plan["sparsity"])
             for k, m in self.mask.items():
                 new[k] = source[k] * m.to(new[k].dtype)

@@ -34,7 +34,7 @@ _BOUND = Optional_(AnyOf(Real(0.0, None), Sequence_(Real(0.0, None))))
                   "players": Instance(list, tuple, torch.Tensor), "baseline": AnyOf(Real(), Tensor()), "target": Optional_(Int(0, 2**31 - 1)),
                   "output": Str(), "alpha": Real(0.0, 1.0),
                   "tau_ratio": Real(0.0, 1.0), "specific_bound": _BOUND,
-                  "solver": Options("adam", "lp"), "steps": Int(1, 10_000_000),
+                  "solver": Options("auto", "adam", "lp"), "steps": Int(1, 10_000_000),
                   "lr": Real(0.0, 100.0, closed="right"), "batch_size": Int(1, 1 << 24)})
 def explain_models(
     models: Sequence[Callable[[torch.Tensor], torch.Tensor]],
@@ -47,7 +47,7 @@ def explain_models(
     alpha: float = 0.1,
     tau_ratio: float = 0.02,
     specific_bound: float | Sequence[float] | None = None,
-    solver: Literal["adam", "lp"] = "adam",
+    solver: Literal["auto", "adam", "lp"] = "auto",
     steps: int = 3000,
     lr: float = 0.05,
     batch_size: int = 256,

@@ -50,6 +50,7 @@ from dnnkit.core.validation import (
     Sequence_,
     Tensor,
     check_tensor,
+    declares,
     param_error,
     validate_params,
 )
@@ -249,6 +250,10 @@ def fused_from_separate(decoders: Sequence[nn.Sequential]) -> nn.Module:
     return fused
 
 
+#: a batch for the surrogate's forward methods (channels checked against the model inline)
+_BATCH = Tensor(ndim=4, dtype="floating", finite=False, numpy=False)
+
+
 @validate_params({"in_channels": Int(1, 4096), "cfg": Instance(SurrogateConfig),
                   "normalize": NORMALIZE})
 class NoBoxSurrogate(nn.Module):
@@ -289,15 +294,34 @@ class NoBoxSurrogate(nn.Module):
     def n_decoders(self) -> int:
         return self.cfg.n_decoders if self.cfg.mode == "prototypical" else 1
 
+    @staticmethod
+    def _check_batch(t: object, name: str, channels: int, where: str) -> None:
+        # inline (a few microseconds): these run in every training / ILA step; values are not
+        # scanned (train_surrogate and craft_nobox check their images' range and finiteness)
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(param_error(name, where, "a torch.Tensor", type(t).__name__))
+        if t.ndim != 4 or t.shape[1] != channels or t.numel() == 0:
+            raise ValueError(param_error(name, where, f"a non-empty (N, {channels}, H, W) tensor",
+                                         f"shape {tuple(t.shape)}"))
+        if not t.is_floating_point():
+            raise TypeError(param_error(name, where, "a floating-point tensor", f"dtype {t.dtype}"))
+
+    @declares({"x": _BATCH})
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``h(x)``, shape ``(N, C_h, H / r, W / r)``."""
+        self._check_batch(x, "x", self.mean.shape[1], "nobox.NoBoxSurrogate.encode")
         return self.encoder((x - self.mean) / self.std)
 
+    @declares({"h": _BATCH})
     def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Reconstructions ``(N, K, C, h, w)`` of features ``h`` (output of :meth:`encode`)."""
+        self._check_batch(h, "h", self.cfg.feature_channels, "nobox.NoBoxSurrogate.decode")
         y = self.decoder(h)
         return y if self.cfg.mode == "prototypical" else y.unsqueeze(1)
 
+    @declares({"x": _BATCH})
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions ``(N, K, C, h, w)`` of images ``x`` (``decode(encode(x))``)."""
         return self.decode(self.encode(x))
 
 

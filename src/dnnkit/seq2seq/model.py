@@ -8,6 +8,7 @@ connections) stands in for the Graves LSTM the paper cites.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -16,10 +17,12 @@ from dnnkit.core.seeding import SeedLike, make_generator
 from dnnkit.core.validation import (
     Instance,
     Int,
+    Options,
     Real,
     Seed,
     Sequence_,
     Tensor,
+    check_choice,
     check_int,
     check_interval,
     check_memory,
@@ -40,6 +43,7 @@ _ID = Int(0, 10_000_000)
                   "emb_dim": _SIZE, "hidden": _SIZE, "layers": Int(1, 1_000),
                   "dropout": Real(0.0, 1.0, closed="left"),
                   "init_range": Real(0.0, 100.0, closed="right"),
+                  "init": Options("uniform", "pytorch"),
                   "reverse_source": Instance(bool), "tie_target_embeddings": Instance(bool),
                   "pad_id": _ID, "bos_id": _ID, "eos_id": _ID})
 @dataclass(frozen=True)
@@ -58,7 +62,15 @@ class Seq2SeqConfig:
     dropout
         Dropout between LSTM layers and before the softmax (the paper uses none).
     init_range
-        Every parameter is drawn from U(-init_range, init_range) (paper: 0.08).
+        With ``init="uniform"``, every parameter is drawn from U(-init_range, init_range)
+        (paper: 0.08).
+    init
+        ``"uniform"`` (the paper's section 3.4 scheme, the default here) or ``"pytorch"``:
+        PyTorch's own default distributions (embeddings N(0, 1), LSTM weights and biases
+        U(-1/sqrt(hidden), 1/sqrt(hidden)), softmax layer U(-1/sqrt(hidden), 1/sqrt(hidden))),
+        drawn from the seeded generator. At CPU scale (small models, a few hundred steps) the
+        PyTorch init learns much faster; the paper's 1000-cell model makes both ranges similar
+        (1/sqrt(1000) = 0.032).
     reverse_source
         Feed the source to the encoder in reversed order (section 3.3); done only in
         :meth:`LSTMSeq2Seq.encode`.
@@ -75,6 +87,7 @@ class Seq2SeqConfig:
     layers: int = 4
     dropout: float = 0.0
     init_range: float = 0.08
+    init: Literal["uniform", "pytorch"] = "uniform"
     reverse_source: bool = True
     tie_target_embeddings: bool = False
     pad_id: int = 0
@@ -90,6 +103,7 @@ class Seq2SeqConfig:
         check_int(self.layers, "layers", 1, where=w)
         check_interval(self.dropout, "dropout", 0.0, 1.0, closed="left", where=w)
         check_interval(self.init_range, "init_range", 0.0, None, closed="neither", where=w)
+        check_choice(self.init, "init", ("uniform", "pytorch"), where=w)
         ids = (self.pad_id, self.bos_id, self.eos_id)
         for name, v in zip(("pad_id", "bos_id", "eos_id"), ids):
             check_int(v, name, 0, min(self.src_vocab, self.tgt_vocab) - 1, where=w)
@@ -206,12 +220,24 @@ class LSTMSeq2Seq(nn.Module):
         self.proj = nn.Linear(cfg.hidden, cfg.tgt_vocab)
         if cfg.tie_target_embeddings:
             self.proj.weight = self.tgt_emb.weight
-        gen = make_generator(seed)
         if self.proj.weight.device.type != "meta":
-            with torch.no_grad():
-                for p in self.parameters():
-                    p.copy_(torch.empty(p.shape).uniform_(-cfg.init_range, cfg.init_range,
-                                                          generator=gen))
+            self._init_parameters(make_generator(seed))
+
+    @torch.no_grad()
+    def _init_parameters(self, gen: torch.Generator) -> None:
+        """Seeded initialisation: the paper's U(-init_range, init_range) for every parameter,
+        or PyTorch's default distributions (``cfg.init == "pytorch"``) from the same generator."""
+        cfg = self.cfg
+        for name, p in self.named_parameters():
+            if cfg.init == "uniform":
+                new = torch.empty(p.shape).uniform_(-cfg.init_range, cfg.init_range,
+                                                    generator=gen)
+            elif name.endswith("_emb.weight"):            # nn.Embedding: N(0, 1)
+                new = torch.empty(p.shape).normal_(0.0, 1.0, generator=gen)
+            else:   # nn.LSTM: U(+-1/sqrt(hidden)); nn.Linear (fan_in = hidden): the same bound
+                bound = cfg.hidden ** -0.5
+                new = torch.empty(p.shape).uniform_(-bound, bound, generator=gen)
+            p.copy_(new)
 
     # --- the StepDecoder protocol -------------------------------------------------------
     @property

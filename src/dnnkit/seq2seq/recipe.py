@@ -27,6 +27,7 @@ from dnnkit.core.validation import (
     Optional_,
     PathArg,
     Sequence_,
+    Str,
     check_choice,
     check_int,
     check_interval,
@@ -152,11 +153,13 @@ def perplexity(model: LSTMSeq2Seq, pairs: Pairs, *, batch_size: int = 256) -> fl
                   "valid_pairs": Optional_(Sequence_()), "cfg": Instance(TrainConfig),
                   "checkpoint": Optional_(PathArg()), "checkpoint_every": Int(1, 10**9),
                   "resume": Instance(bool), "stop_after": Optional_(Int(1, 10**9)),
-                  "log_every": Int(1, 10**9), "on_log": Optional_(Callable_())})
+                  "log_every": Int(1, 10**9), "on_log": Optional_(Callable_()),
+                  "run_id": Optional_(Str(max_len=1000))})
 def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = None,
           cfg: TrainConfig = TrainConfig(), *, checkpoint: str | Path | None = None,
           checkpoint_every: int = 200, resume: bool = True, stop_after: int | None = None,
-          log_every: int = 100, on_log: Callable[[dict], None] | None = None) -> dict:
+          log_every: int = 100, on_log: Callable[[dict], None] | None = None,
+          run_id: str | None = None) -> dict:
     """Train ``model`` by maximum likelihood with teacher forcing (section 3.4).
 
     Parameters
@@ -217,8 +220,9 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
                   "tokens": 0, "seconds": 0.0, "resumed_from": 0, "steps_per_epoch": spe,
                   "config": asdict(cfg)}
     step = 0
+    fingerprint = _fingerprint(model, cfg, pairs, run_id) if checkpoint is not None else None
     if checkpoint is not None and resume and Path(checkpoint).is_file():
-        meta = load_training_state(checkpoint, model, opt)
+        meta = load_training_state(checkpoint, model, opt, fingerprint=fingerprint)
         step = int(meta["step"])
         saved = meta["extra"].get("history", {})
         for k in ("loss", "grad_norm", "tgt_len", "log", "tokens", "seconds"):
@@ -231,7 +235,8 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
         if checkpoint is not None:
             keep = {k: hist[k] for k in ("loss", "grad_norm", "tgt_len", "log", "tokens",
                                          "seconds")}
-            save_training_state(checkpoint, model, opt, step=at, extra={"history": keep})
+            save_training_state(checkpoint, model, opt, step=at, extra={"history": keep},
+                                fingerprint=fingerprint)
 
     device = model.proj.weight.device
     was_training = [(m, m.training) for m in model.modules()]
@@ -308,3 +313,23 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
     if valid is not None:
         hist["valid_ppl"] = perplexity(model, valid)
     return hist
+
+
+def _fingerprint(model: LSTMSeq2Seq, cfg: TrainConfig, pairs, run_id: str | None) -> dict:
+    """What defines a ``train`` job: a checkpoint is resumed only by a job with the same one."""
+    import hashlib
+    import json
+
+    def h(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:16]
+
+    structure = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+    # the run's length (max_steps / epochs) is not part of the job: a finished run can be extended
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs")}
+    fp = {"model": h(asdict(model.cfg)), "structure": h(structure), "recipe": recipe}
+    if run_id is not None:
+        fp["run_id"] = str(run_id)
+    else:
+        fp["data"] = h([[list(a), list(b)] for a, b in pairs])
+    return fp
