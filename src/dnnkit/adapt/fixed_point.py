@@ -140,6 +140,15 @@ class _NoiseStream:
             return torch.from_numpy(self._np.random(like.numel(), dtype=dt).reshape(like.shape))
         return torch.empty_like(like).uniform_(generator=self.generator)
 
+    def fill_(self, t: torch.Tensor, arr: np.ndarray | None = None) -> torch.Tensor:
+        """Overwrite ``t`` with draws (``arr``: the numpy array sharing ``t``'s CPU memory)."""
+        if arr is not None:
+            if self._np is None:
+                self._np = _numpy_generator(self.generator, self._bitgen)
+            self._np.random(dtype=arr.dtype.type, out=arr)
+            return t
+        return t.uniform_(generator=self.generator)
+
 
 def _numpy_generator(generator: torch.Generator | None,
                      bitgen: np.random.SFC64 | None = None) -> np.random.Generator:

@@ -401,6 +401,31 @@ class _Flat:
     buf_views: list[torch.Tensor] = field(default_factory=list)
     vec_key: tuple | None = None
     vecs: tuple = ()
+    # work buffers, reused every step (a step keeps nothing from them but copies)
+    g: torch.Tensor | None = None                     # raw gradients (+ L1)
+    w: torch.Tensor | None = None                     # sign of the visible weights
+    q: torch.Tensor | None = None                     # noise, then the prepared gradients
+    q_np: object = None
+    qw: torch.Tensor | None = None                    # noise, then Q(master)
+    qw_np: object = None
+    views: dict = field(default_factory=dict)
+
+    def buffers(self) -> None:
+        if self.g is not None:
+            return
+        m = self.master
+        self.g, self.w = torch.empty_like(m), torch.empty_like(m)
+        if m.device.type == "cpu":
+            dt = np.float32 if m.dtype == torch.float32 else np.float64
+            self.q_np, self.qw_np = np.empty(m.numel(), dt), np.empty(m.numel(), dt)
+            self.q, self.qw = torch.from_numpy(self.q_np), torch.from_numpy(self.qw_np)
+        else:
+            self.q, self.qw = torch.empty_like(m), torch.empty_like(m)
+        for key in ("g", "w", "q", "qw"):
+            flat = getattr(self, key)
+            self.views[key] = [v.view(p.shape) for v, p in zip(flat.split(self.sizes),
+                                                               self.params)]
+        self.views["qw_layers"] = list(self.qw.split(self.layer_sizes))
 
 
 @validate_params({"lr": Real(0.0, 1e6, closed="right"), "momentum": Real(0.0, 1.0),
@@ -611,21 +636,22 @@ class AdaPTSGD(torch.optim.Optimizer):
             f.vec_key = fmts
         return f.vecs
 
-    def _quantize_flat(self, f: _Flat, x: torch.Tensor, streams: dict) -> torch.Tensor:
+    def _quantize_flat(self, f: _Flat, x: torch.Tensor, out: str, streams: dict
+                       ) -> torch.Tensor:
         """``clamp(floor(2^fl x + U), qmin, qmax) * 2^-fl`` elementwise with per-parameter
-        formats: the arithmetic of :func:`~dnnkit.adapt.fixed_point._quantize`."""
+        formats (the arithmetic of :func:`~dnnkit.adapt.fixed_point._quantize`), into the work
+        buffer ``out``."""
         scale, lo, hi, eps = self._vectors(f)
-        u = self._stream(streams, x.device).uniform(x)
+        u = self._stream(streams, x.device).fill_(getattr(f, out), getattr(f, out + "_np"))
         return u.addcmul_(x, scale).floor_().clamp_(lo, hi).mul_(eps)
 
-    def _prepare_flat(self, f: _Flat, grads, streams: dict):
+    def _prepare_flat(self, f: _Flat, streams: dict):
         cfg = self.config
-        g = torch.cat([t.reshape(-1) for t in grads])
         if cfg.l1 > 0:
-            w = torch.cat([p.detach().reshape(-1) for p in f.params]).sign_()
-            g.add_(w, alpha=cfg.l1)
-        q = self._quantize_flat(f, g, streams)
-        views = [v.view(p.shape) for v, p in zip(q.split(f.sizes), f.params)]
+            torch._foreach_copy_(f.views["w"], [p.detach() for p in f.params])
+            f.g.add_(f.w.sign_(), alpha=cfg.l1)
+        q = self._quantize_flat(f, f.g, "q", streams)
+        views = f.views["q"]
         norms = _floats(torch._foreach_norm(views))
         if cfg.normalize_grads:
             pos = [k for k, n in enumerate(norms) if n > 0]
@@ -633,7 +659,7 @@ class AdaPTSGD(torch.optim.Optimizer):
                 torch._foreach_div_([views[k] for k in pos], [norms[k] for k in pos])
                 for k in pos:
                     norms[k] = 1.0
-        return views, norms, q
+        return list(views), norms, q
 
     def _sgd_flat(self, f: _Flat, g: torch.Tensor) -> None:
         group = self.param_groups[0]
@@ -652,11 +678,10 @@ class AdaPTSGD(torch.optim.Optimizer):
         f.master.add_(d_p, alpha=-lr)
 
     def _write_back_flat(self, f: _Flat, streams: dict) -> None:
-        q = self._quantize_flat(f, f.master, streams)
-        torch._foreach_copy_(f.params, [v.view(p.shape) for v, p in zip(q.split(f.sizes),
-                                                                          f.params)])
-        nonzero = _floats([t.sum(dtype=torch.float64)
-                           for t in q.sign_().abs_().split(f.layer_sizes)])
+        self._quantize_flat(f, f.master, "qw", streams)
+        torch._foreach_copy_(f.params, f.views["qw"])
+        f.qw.sign_().abs_()
+        nonzero = _floats([t.sum(dtype=torch.float64) for t in f.views["qw_layers"]])
         for st, nz in zip(self._layers.values(), nonzero):
             st.sparsity = 1.0 - nz / st.numel if st.numel else 0.0
 
@@ -685,9 +710,18 @@ class AdaPTSGD(torch.optim.Optimizer):
                                "call loss.backward() first.")
         cfg, model, state = self.config, self.model, self.state
         masters = [state[it[4]]["master"] for it in items]
-        grads = [it[4].grad.detach() for it in items]
-        grads = [g if g.dtype == m.dtype else g.to(m.dtype) for g, m in zip(grads, masters)]
-        self._check_finite(items, grads)
+        flat = self._flat_ready(items)
+        if flat is not None:
+            flat.buffers()
+            torch._foreach_copy_(flat.views["g"], [it[4].grad.detach() for it in items])
+            if not math.isfinite(float(flat.g.sum())):
+                self._check_finite(items, flat.views["g"])
+            grads = None                                # raw gradients: p.grad, on demand
+        else:
+            grads = [it[4].grad.detach() for it in items]
+            grads = [g if g.dtype == m.dtype else g.to(m.dtype)
+                     for g, m in zip(grads, masters)]
+            self._check_finite(items, grads)
         if loss is not None and cfg.adapt_strategy:
             lv = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
             if not math.isfinite(lv):
@@ -695,9 +729,8 @@ class AdaPTSGD(torch.optim.Optimizer):
             self._adapt_strategy(lv)
         streams: dict = {}
         # every gradient at once with the formats at the start of the step ...
-        flat = self._flat_ready(items)
         if flat is not None:
-            gs, norms, g_flat = self._prepare_flat(flat, grads, streams)
+            gs, norms, g_flat = self._prepare_flat(flat, streams)
         else:
             gs, norms = self._prepare(items, grads, streams)
         # ... then the heuristics, layer by layer in parameter order; a switch re-prepares the
@@ -721,8 +754,9 @@ class AdaPTSGD(torch.optim.Optimizer):
                 self._switch(name, st, m, self._stream(streams, m.device))
                 later = [k for k in range(j + 1, len(items)) if items[k][0] == name]
                 if later and model._formats[name] != old and cfg.quantize_grads:
-                    g2, n2 = self._prepare([items[k] for k in later],
-                                           [grads[k] for k in later], streams)
+                    raw = [grads[k] if grads is not None
+                           else items[k][4].grad.detach().to(masters[k].dtype) for k in later]
+                    g2, n2 = self._prepare([items[k] for k in later], raw, streams)
                     for k, g_k, n_k in zip(later, g2, n2):
                         if flat is not None:
                             gs[k].copy_(g_k)           # a view of the flat gradient
