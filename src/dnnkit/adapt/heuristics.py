@@ -55,6 +55,23 @@ Divergence = Literal["kl", "official"]
 Strategy = Literal["min", "mean", "max"]
 
 
+def _histc(x: torch.Tensor, bins: int, lo: float, hi: float, inside: bool = False
+           ) -> torch.Tensor:
+    """``torch.histc(x, bins, lo, hi)`` for a float64 ``x``, about 3x faster on CPU.
+
+    The same arithmetic as histc's linear-interpolation kernel: bin
+    ``trunc((x - lo) * bins / (hi - lo))``, the right edge in the last bin, values outside
+    ``[lo, hi]`` dropped (a test holds it to ``torch.histc`` on edge values). ``inside``: the
+    caller guarantees ``lo <= x <= hi``.
+    """
+    if not inside:
+        keep = (x >= lo) & (x <= hi)
+        if not bool(keep.all()):
+            x = x[keep]
+    idx = x.sub(lo).mul_(float(bins)).div_(hi - lo).to(torch.int64).clamp_(max=bins - 1)
+    return torch.bincount(idx, minlength=bins).to(x.dtype)
+
+
 def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: bool
                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     w = w.detach().reshape(-1).to(torch.float64)
@@ -64,8 +81,8 @@ def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: b
         return None                                    # constant tensor: nothing to lose
     if clip_outside:
         w_hat = w_hat.clamp(lo, hi)
-    p = torch.histc(w, bins, lo, hi)
-    q = torch.histc(w_hat, bins, lo, hi)               # values outside [lo, hi] are dropped
+    p = _histc(w, bins, lo, hi)
+    q = _histc(w_hat, bins, lo, hi)                    # values outside [lo, hi] are dropped
     p = p / p.sum()
     s = q.sum()
     q = q / s if s > 0 else q
@@ -208,7 +225,7 @@ def _push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, fl_floor
     if not hi > lo:                                    # constant tensor: nothing to lose
         p_hist = None
     else:
-        p_hist = torch.histc(w64, resolution, lo, hi)
+        p_hist = _histc(w64, resolution, lo, hi, inside=True)
         p_hist = p_hist / p_hist.sum()
 
     def lossy(wl: int, fl: int) -> bool:
@@ -218,7 +235,7 @@ def _push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, fl_floor
         q = q.reshape(-1).to(torch.float64)
         if not official_bisection:
             q = q.clamp_(lo, hi)
-        qh = torch.histc(q, resolution, lo, hi)
+        qh = _histc(q, resolution, lo, hi, inside=not official_bisection)
         s = qh.sum()
         qh = qh / s if s > 0 else qh
         return _divergence(p_hist, qh, kind) > tol

@@ -10,6 +10,7 @@ into the model and switches each layer's ``<WL, FL>`` with push-down / push-up (
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -257,6 +258,7 @@ class AdaPTModel(nn.Module):
         self._seed = config.seed
         self._generators: dict[torch.device, torch.Generator] = {}
         self._bitgens: dict[torch.device, np.random.SFC64] = {}
+        self._buffers: dict = {}                        # activation noise buffers, by shape
 
     # -- state ------------------------------------------------------------------------------
     def layer_names(self) -> list[str]:
@@ -344,10 +346,31 @@ class AdaPTModel(nn.Module):
                 gen = streams.get(x.device)
                 if gen is None:
                     gen = streams[x.device] = self._noise_stream(x.device)
+                if xd.dtype in (torch.float32, torch.float64):
+                    # _quantize's arithmetic in a reused noise buffer (dead once x + q exists)
+                    buf, arr = self._noise_buffer(xd)
+                    k = gen.fill_(buf, arr).add_(xd, alpha=2.0 ** fmt.fl).floor_()
+                    k = k.clamp_(fmt.qmin, fmt.qmax).mul_(fmt.eps)
+                    return x + k.sub_(xd)
             q = _quantize(xd, fmt, "stochastic", gen)
         else:
             q = _quantize(xd, fmt, "nearest", None)
         return x + q.sub_(xd)                         # q is a fresh tensor: in place is safe
+
+    def _noise_buffer(self, like: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        key = (threading.get_ident(), like.shape, like.dtype, like.device)
+        hit = self._buffers.get(key)
+        if hit is None:
+            if len(self._buffers) > 64:                 # e.g. many batch sizes: start over
+                self._buffers.clear()
+            if like.device.type == "cpu":
+                arr = np.empty(like.numel(), np.float32 if like.dtype == torch.float32
+                               else np.float64)
+                hit = (torch.from_numpy(arr).view(like.shape), arr)
+            else:
+                hit = (torch.empty_like(like, memory_format=torch.contiguous_format), None)
+            self._buffers[key] = hit
+        return hit
 
     def forward(self, *args, **kwargs):
         cfg = self.config
@@ -401,6 +424,7 @@ class _Flat:
     buf_views: list[torch.Tensor] = field(default_factory=list)
     vec_key: tuple | None = None
     vecs: tuple = ()
+    vec_segments: list = field(default_factory=list)
     # work buffers, reused every step (a step keeps nothing from them but copies)
     g: torch.Tensor | None = None                     # raw gradients (+ L1)
     w: torch.Tensor | None = None                     # sign of the visible weights
@@ -621,19 +645,24 @@ class AdaPTSGD(torch.optim.Optimizer):
         return f
 
     def _vectors(self, f: _Flat) -> tuple[torch.Tensor, ...]:
-        """Per-element ``2^fl``, ``qmin``, ``qmax``, ``2^-fl`` (rebuilt when a format changes)."""
+        """Per-element ``2^fl``, ``qmin``, ``qmax``, ``2^-fl``; a switch refills only the
+        switched layer's segment."""
         fmts = tuple(self.model._formats[n] for n in f.layer_names)
-        if fmts != f.vec_key:
-            per_param = [fmt for fmt, st in zip(fmts, self._layers.values()) for _ in st.params]
+        if fmts == f.vec_key:
+            return f.vecs
+        if f.vec_key is None:
             m = f.master
-
-            def vec(vals):
-                return torch.cat([torch.full((n,), float(v), dtype=m.dtype, device=m.device)
-                                  for v, n in zip(vals, f.sizes)])
-
-            f.vecs = (vec([2.0 ** q.fl for q in per_param]), vec([q.qmin for q in per_param]),
-                      vec([q.qmax for q in per_param]), vec([q.eps for q in per_param]))
-            f.vec_key = fmts
+            f.vecs = tuple(torch.empty_like(m) for _ in range(4))
+            f.vec_segments = [list(v.split(f.layer_sizes)) for v in f.vecs]
+            old = (None,) * len(fmts)
+        else:
+            old = f.vec_key
+        for j, (a, b) in enumerate(zip(old, fmts)):
+            if a != b:
+                for seg, val in zip((s[j] for s in f.vec_segments),
+                                    (2.0 ** b.fl, b.qmin, b.qmax, b.eps)):
+                    seg.fill_(val)
+        f.vec_key = fmts
         return f.vecs
 
     def _quantize_flat(self, f: _Flat, x: torch.Tensor, out: str, streams: dict
