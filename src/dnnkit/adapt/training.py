@@ -771,7 +771,7 @@ class AdaPTSGD(torch.optim.Optimizer):
             st.norm_sum += 1.0 if cfg.official_compat else norms[j]
             st.acc = gs[j].clone() if st.acc is None else st.acc.add_(gs[j])
             norm_sum = float(st.n) if cfg.official_compat else st.norm_sum
-            st.gd = _diversity(norm_sum, float(st.acc.norm()))
+            st.gd = _diversity(norm_sum, float(torch.linalg.vector_norm(st.acc)))
             st.lookback = adapt_lookback(st.lookback, st.gd, lookback_range=cfg.lookback,
                                          momentum=cfg.lookback_momentum)
             st.resolution = adapt_resolution(st.resolution, st.lookback,
