@@ -133,3 +133,24 @@ def test_bad_inputs():
         histogram_divergence(w, torch.randn(11), 10)
     with pytest.raises(FloatingPointError, match="'w'"):
         push_down(torch.tensor([1.0, float("inf")]), FixedPointFormat(8, 4), 10)
+
+
+def test_fast_histogram_equals_torch_histc_on_edges_and_grids():
+    from dnnkit.adapt.heuristics import _histc
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        n = int(torch.randint(10, 2000, (1,), generator=g))
+        x = torch.randn(n, generator=g, dtype=torch.float64) * (0.01 + 3 * float(torch.rand(1, generator=g)))
+        bins = int(torch.randint(1, 160, (1,), generator=g))
+        if trial % 2:                                  # quantized values (what push-down sees)
+            x = (x * 2 ** (trial % 11)).round() / 2 ** (trial % 11)
+        lo, hi = float(x.min()), float(x.max())
+        if not hi > lo:
+            continue
+        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+        up = edges.nextafter(torch.full_like(edges, float("inf")))
+        down = edges.nextafter(torch.full_like(edges, -float("inf")))
+        x = torch.cat([x, edges, up, down])            # on, just above, just below the edges
+        r_lo, r_hi = (lo, hi) if trial % 3 else (lo + 0.1 * (hi - lo), hi - 0.2 * (hi - lo))
+        assert torch.equal(_histc(x, bins, r_lo, r_hi), torch.histc(x, bins, r_lo, r_hi))

@@ -224,3 +224,56 @@ def test_cuda_model_stays_on_device():
     assert torch.equal(quantize_fixed(xs, fmt), ref)
     with pytest.raises(ValueError, match="'generator'"):
         quantize_fixed(xs, fmt, "stochastic", generator=torch.Generator())
+
+
+def test_flat_fast_path_equals_per_tensor_path():
+    """The batched step (flat master, per-element formats, one noise draw per pass) is the
+    per-tensor algorithm: same draws in the same order, so the same weights bit for bit,
+    through format switches (lookback 2) and the re-preparation of a switched layer's bias."""
+    x, y = _data(64)
+    cfg = AdaPTConfig(seed=3, lookback=(2, 3), resolution=(10, 20), l1=1e-3)
+    runs = []
+    for flat in (True, False):
+        net = _net()
+        model = AdaPTModel(net, cfg)
+        opt = AdaPTSGD(model, lr=0.01, momentum=0.9, weight_decay=1e-4)
+        assert opt._flat is not None
+        if not flat:
+            opt._flat = None                            # force the per-tensor _foreach path
+        _train_steps(model, opt, x, y, n=8)
+        runs.append((net, model.formats(), opt.trace()))
+    (a, fa, ta), (b, fb, tb) = runs
+    assert fa == fb and [r == s for r, s in zip(ta, tb)] == [True] * len(ta)
+    assert any(r["0"].wl != ta[0]["0"].wl for r in ta)           # formats did switch
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_step_keeps_weights_on_grid_next_to_master():
+    x, y = _data(64)
+    net = _net()
+    model = AdaPTModel(net, AdaPTConfig(seed=0, lookback=(2, 4), resolution=(10, 20)))
+    opt = AdaPTSGD(model, lr=0.01)
+    _train_steps(model, opt, x, y, n=6)
+    for name, fmt in model.formats().items():
+        for p in model.layer(name).parameters(recurse=False):
+            m = opt.master(p)
+            k = p.detach() / fmt.eps
+            assert torch.equal(k, k.round())                        # on the grid
+            lo = (torch.floor(m / fmt.eps) * fmt.eps).clamp(fmt.min_value, fmt.max_value)
+            hi = (torch.ceil(m / fmt.eps) * fmt.eps).clamp(fmt.min_value, fmt.max_value)
+            assert bool(((p == lo) | (p == hi)).all())              # a neighbour of the master
+
+
+def test_noise_stream_is_seeded_and_unbiased():
+    from dnnkit.adapt.fixed_point import _NoiseStream, _quantize
+
+    fmt = FixedPointFormat(8, 3)
+    x = torch.tensor([0.01, 0.3, -1.77, 2.0626]).repeat(100_000, 1)
+    q1 = _quantize(x, fmt, "stochastic", _NoiseStream(torch.Generator().manual_seed(4)))
+    q2 = _quantize(x, fmt, "stochastic", _NoiseStream(torch.Generator().manual_seed(4)))
+    assert torch.equal(q1, q2)
+    bound = 5 * fmt.eps / 2 / 100_000 ** 0.5
+    assert torch.allclose(q1.double().mean(0), x[0].double(), atol=bound)
+    u = _NoiseStream(torch.Generator().manual_seed(0)).uniform(torch.empty(10_000))
+    assert u.dtype == torch.float32 and float(u.min()) >= 0 and float(u.max()) < 1
+    assert torch.equal(u * 2 ** 24, (u * 2 ** 24).round())         # torch's 24-bit resolution

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 
 from dnnkit.adapt.fixed_point import FixedPointFormat, _check_fmt, _check_x, _quantize
@@ -54,6 +55,23 @@ Divergence = Literal["kl", "official"]
 Strategy = Literal["min", "mean", "max"]
 
 
+def _histc(x: torch.Tensor, bins: int, lo: float, hi: float, inside: bool = False
+           ) -> torch.Tensor:
+    """``torch.histc(x, bins, lo, hi)`` for a float64 ``x``, about 3x faster on CPU.
+
+    The same arithmetic as histc's linear-interpolation kernel: bin
+    ``trunc((x - lo) * bins / (hi - lo))``, the right edge in the last bin, values outside
+    ``[lo, hi]`` dropped (a test holds it to ``torch.histc`` on edge values). ``inside``: the
+    caller guarantees ``lo <= x <= hi``.
+    """
+    if not inside:
+        keep = (x >= lo) & (x <= hi)
+        if not bool(keep.all()):
+            x = x[keep]
+    idx = x.sub(lo).mul_(float(bins)).div_(hi - lo).to(torch.int64).clamp_(max=bins - 1)
+    return torch.bincount(idx, minlength=bins).to(x.dtype)
+
+
 def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: bool
                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     w = w.detach().reshape(-1).to(torch.float64)
@@ -63,8 +81,8 @@ def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: b
         return None                                    # constant tensor: nothing to lose
     if clip_outside:
         w_hat = w_hat.clamp(lo, hi)
-    p = torch.histc(w, bins, lo, hi)
-    q = torch.histc(w_hat, bins, lo, hi)               # values outside [lo, hi] are dropped
+    p = _histc(w, bins, lo, hi)
+    q = _histc(w_hat, bins, lo, hi)                    # values outside [lo, hi] are dropped
     p = p / p.sum()
     s = q.sum()
     q = q / s if s > 0 else q
@@ -72,13 +90,17 @@ def _histograms(w: torch.Tensor, w_hat: torch.Tensor, bins: int, clip_outside: b
 
 
 def _divergence(p: torch.Tensor, q: torch.Tensor, kind: str) -> float:
+    # histograms have only `bins` entries: numpy on the host is ~10x cheaper than torch ops
+    p = p.detach().cpu().numpy().astype(np.float64, copy=False)
+    q = q.detach().cpu().numpy().astype(np.float64, copy=False)
     if kind == "kl":
         pos = p > 0
         if bool((pos & (q == 0)).any()):
             return math.inf
-        return float((p[pos] * (p[pos] / q[pos]).log()).sum().clamp_min(0.0))
+        pp, qq = p[pos], q[pos]
+        return max(float(np.sum(pp * np.log(pp / qq))), 0.0)
     # official: KLDivLoss(reduction="batchmean", log_target=True)(P, Q) on probabilities
-    return float((q.exp() * (q - p)).sum() / p.numel())
+    return float(np.sum(np.exp(q) * (q - p)) / p.size)
 
 
 @validate_params({"w": Tensor(dtype="floating"), "w_hat": Tensor(dtype="floating"),
@@ -195,15 +217,28 @@ def _bisect_official(lo: int, hi: int, lossy_at) -> int:
 
 def _push_down(w: torch.Tensor, fmt: FixedPointFormat, resolution: int, fl_floor: int,
                tol: float, kind: str, official_bisection: bool,
-               generator: torch.Generator | None) -> FixedPointFormat:
+               generator) -> FixedPointFormat:
     w = w.detach()
+    # the histogram of w is the same for every candidate format: compute it once
+    w64 = w.reshape(-1).to(torch.float64)
+    lo, hi = float(w64.min()), float(w64.max())
+    if not hi > lo:                                    # constant tensor: nothing to lose
+        p_hist = None
+    else:
+        p_hist = _histc(w64, resolution, lo, hi, inside=True)
+        p_hist = p_hist / p_hist.sum()
 
     def lossy(wl: int, fl: int) -> bool:
-        q = _quantize(w, FixedPointFormat(wl, fl, fmt.symmetric), "stochastic", generator)
-        h = _histograms(w, q, resolution, clip_outside=not official_bisection)
-        if h is None:
+        if p_hist is None:
             return False
-        return _divergence(*h, kind) > tol
+        q = _quantize(w, FixedPointFormat(wl, fl, fmt.symmetric), "stochastic", generator)
+        q = q.reshape(-1).to(torch.float64)
+        if not official_bisection:
+            q = q.clamp_(lo, hi)
+        qh = _histc(q, resolution, lo, hi, inside=not official_bisection)
+        s = qh.sum()
+        qh = qh / s if s > 0 else qh
+        return _divergence(p_hist, qh, kind) > tol
 
     if official_bisection:
         fl = _bisect_official(fl_floor, fmt.fl, lambda lo, mid: lossy(fmt.wl, lo))
