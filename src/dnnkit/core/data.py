@@ -30,6 +30,7 @@ __all__ = [
     "Split",
     "load_digits_split",
     "read_cifar10_binary",
+    "read_cifar100_binary",
     "read_idx",
     "render_dsprites",
     "sample_dsprites",
@@ -292,26 +293,54 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).copy()
 
 
+def _read_cifar_records(paths: str | Path | list[str | Path], *, what: str, label_bytes: int,
+                        label_max: tuple[int, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """CIFAR binary records: ``label_bytes`` label bytes then 3072 pixel bytes each.
+
+    Returns images ``(N, 3, 32, 32)`` uint8 and one int64 array per label byte."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    size = label_bytes + 3072
+    images, labels = [], [[] for _ in range(label_bytes)]
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"{what} file {str(p)!r} does not exist.")
+        raw = np.fromfile(p, dtype=np.uint8)
+        if raw.size == 0 or raw.size % size:
+            raise ValueError(f"{str(p)!r} is not a {what} binary file: {raw.size} bytes is not "
+                             f"a multiple of {size}.")
+        rec = raw.reshape(-1, size)
+        if any(rec[:, j].max() > m for j, m in enumerate(label_max)):
+            raise ValueError(f"{str(p)!r} has labels out of range: not a {what} binary file.")
+        for j in range(label_bytes):
+            labels[j].append(rec[:, j].astype(np.int64))
+        images.append(rec[:, label_bytes:].reshape(-1, 3, 32, 32))
+    return np.concatenate(images), [np.concatenate(lab) for lab in labels]
+
+
 def read_cifar10_binary(paths: str | Path | list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR-10 *binary version* batches (``data_batch_1.bin`` ...), never the pickles.
 
     Each record is 1 label byte + 3072 pixel bytes. Returns images ``(N, 3, 32, 32)`` uint8 and
     labels ``(N,)`` int64.
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    images, labels = [], []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise FileNotFoundError(f"CIFAR-10 batch {str(p)!r} does not exist.")
-        raw = np.fromfile(p, dtype=np.uint8)
-        if raw.size == 0 or raw.size % 3073:
-            raise ValueError(f"{str(p)!r} is not a CIFAR-10 binary batch: {raw.size} bytes is not "
-                             "a multiple of 3073.")
-        rec = raw.reshape(-1, 3073)
-        if rec[:, 0].max() > 9:
-            raise ValueError(f"{str(p)!r} has labels above 9: not a CIFAR-10 binary batch.")
-        labels.append(rec[:, 0].astype(np.int64))
-        images.append(rec[:, 1:].reshape(-1, 3, 32, 32))
-    return np.concatenate(images), np.concatenate(labels)
+    images, (labels,) = _read_cifar_records(paths, what="CIFAR-10", label_bytes=1,
+                                            label_max=(9,))
+    return images, labels
+
+
+def read_cifar100_binary(paths: str | Path | list[str | Path], *, label: str = "fine"
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-100 *binary version* files (``train.bin``, ``test.bin``).
+
+    Each record is 1 coarse label byte, 1 fine label byte and 3072 pixel bytes. Returns images
+    ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64 (``label="fine"``: 100 classes,
+    ``"coarse"``: 20 super-classes).
+    """
+    if label not in ("fine", "coarse"):
+        raise ValueError(f"The 'label' parameter of read_cifar100_binary must be one of "
+                         f"['fine', 'coarse']. Got {label!r} instead.")
+    images, (coarse, fine) = _read_cifar_records(paths, what="CIFAR-100", label_bytes=2,
+                                                 label_max=(19, 99))
+    return images, fine if label == "fine" else coarse
