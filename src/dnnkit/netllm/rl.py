@@ -43,6 +43,7 @@ from dnnkit.core.validation import (
     param_error,
     validate_params,
 )
+from dnnkit.netllm._loop import seeded_training
 from dnnkit.netllm.model import NetLLMPolicy
 
 __all__ = ["Trajectory", "ExperiencePool", "discount_returns", "ReturnConditionedDataset",
@@ -369,17 +370,11 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
             g["lr"] = lr * (min(1.0, start / warmup_steps) if warmup_steps else 1.0)
         log.info("netllm: resumed offline RL from step %d", start)
 
-    was_training = policy.training
-    policy.train()
     t0 = time.perf_counter()
     step = start
-    # dropout inside the backbone/peft draws from torch's global RNG: fork it and reseed it from
-    # our generator at every step, so runs are reproducible, resumable and leave no trace
-    rng_ctx = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [])
-    rng_ctx.__enter__()
-    try:
+    with seeded_training(policy, gen, dev) as reseed:
         while step < steps:
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            reseed()
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             opt.zero_grad(set_to_none=True)
@@ -410,9 +405,6 @@ def train_offline_rl(policy: NetLLMPolicy, data: ReturnConditionedDataset, *, lr
             if checkpoint is not None and step % checkpoint_every == 0:
                 save_training_state(checkpoint, policy, opt, generator=gen, step=step,
                                     extra={"hist": hist})
-    finally:
-        policy.train(was_training)
-        rng_ctx.__exit__(None, None, None)
     if best_state is not None:
         policy.load_state_dict(best_state, strict=False)
     hist["steps"] = step

@@ -25,6 +25,7 @@ from dnnkit.core.validation import (
     param_error,
     validate_params,
 )
+from dnnkit.netllm._loop import seeded_training
 from dnnkit.netllm.model import NetLLMPolicy, _run_backbone
 from dnnkit.netllm.rl import ReturnConditionedDataset
 
@@ -172,13 +173,9 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
     gen = make_generator(seed)
     losses = []
     t0 = time.perf_counter()
-    was = model.training
-    model.train()
-    fork = torch.random.fork_rng(devices=[])
-    fork.__enter__()
-    try:
+    with seeded_training(model, gen) as reseed:
         for _ in range(steps):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            reseed()
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             idx = torch.randint(len(data), (batch_size,), generator=gen)
@@ -188,8 +185,5 @@ def train_text_answers(model: TextAnswerPolicy, data: ReturnConditionedDataset, 
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             losses.append(float(loss.detach()))
-    finally:
-        model.train(was)
-        fork.__exit__(None, None, None)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0,
             "final_loss": float(np.mean(losses[-10:])) if losses else float("nan")}

@@ -27,6 +27,7 @@ from dnnkit.core.validation import (
     param_error,
     validate_params,
 )
+from dnnkit.netllm._loop import seeded_training
 from dnnkit.netllm.backbone import _check_backbone
 from dnnkit.netllm.model import NetworkingHead, _run_backbone
 
@@ -231,13 +232,9 @@ def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *
     gen = make_generator(seed)
     losses = []
     t0 = time.perf_counter()
-    was = model.training
-    model.train()
-    fork = torch.random.fork_rng(devices=[])
-    fork.__enter__()
-    try:
+    with seeded_training(model, gen) as reseed:
         for _ in range(steps):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            reseed()
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             idx = torch.randint(len(x), (batch_size,), generator=gen)
@@ -248,7 +245,4 @@ def train_supervised(model: NetLLMPredictor, x: torch.Tensor, y: torch.Tensor, *
             torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
             losses.append(float(loss.detach()))
-    finally:
-        model.train(was)
-        fork.__exit__(None, None, None)
     return {"loss": losses, "steps": len(losses), "seconds": time.perf_counter() - t0}
