@@ -35,6 +35,8 @@ __all__ = [
     "save_training_state",
     "load_training_state",
     "CheckpointError",
+    "fingerprint_json",
+    "fingerprint_structure",
     "fingerprint_tensors",
 ]
 
@@ -63,6 +65,17 @@ def fingerprint_tensors(*tensors: torch.Tensor) -> str:
         h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def fingerprint_json(obj: Any) -> str:
+    """Short SHA-256 of a JSON-able description (keys sorted; other objects by ``str``)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint_structure(model: torch.nn.Module) -> str:
+    """Hash of a model's state-dict names, shapes and dtypes (its structure, not its values)."""
+    return fingerprint_json([[k, list(v.shape), str(v.dtype)]
+                             for k, v in model.state_dict().items()])
 
 
 def _remove_stale_temporaries(path: Path, keep: str) -> None:

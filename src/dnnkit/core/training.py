@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from dnnkit.core.checkpoint import (
+    fingerprint_json,
+    fingerprint_structure,
     fingerprint_tensors,
     load_training_state,
     save_training_state,
@@ -199,14 +201,13 @@ def _fingerprint(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
 
     Callables (``loss_fn``, ``after_step``, ``on_epoch``) cannot be identified reliably and are
     not part of it."""
-    structure = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
     groups = [{k: (v if isinstance(v, (int, float, bool, str)) or v is None else repr(v))
                for k, v in g.items() if k != "params"} for g in opt.param_groups]
     fp = {
         "model": type(model).__qualname__,
-        "structure": _hash_json(structure),
+        "structure": fingerprint_structure(model),
         "optimizer": type(opt).__name__,
-        "param_groups": _hash_json(groups),
+        "param_groups": fingerprint_json(groups),
         "lr": [g.get("lr") for g in opt.param_groups],
         "batch_size": int(batch_size),
         "seed": int(seed),
@@ -217,13 +218,6 @@ def _fingerprint(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     else:
         fp["data"] = fingerprint_tensors(x, y)
     return fp
-
-
-def _hash_json(obj) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -18,7 +18,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dnnkit.core.checkpoint import load_training_state, save_training_state
+from dnnkit.core.checkpoint import (
+    fingerprint_json,
+    fingerprint_structure,
+    load_training_state,
+    save_training_state,
+)
 from dnnkit.core.hooks import eval_mode
 from dnnkit.core.validation import (
     Callable_,
@@ -317,19 +322,12 @@ def train(model: LSTMSeq2Seq, train_pairs: Pairs, valid_pairs: Pairs | None = No
 
 def _fingerprint(model: LSTMSeq2Seq, cfg: TrainConfig, pairs, run_id: str | None) -> dict:
     """What defines a ``train`` job: a checkpoint is resumed only by a job with the same one."""
-    import hashlib
-    import json
-
-    def h(obj) -> str:
-        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()
-                              ).hexdigest()[:16]
-
-    structure = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
     # the run's length (max_steps / epochs) is not part of the job: a finished run can be extended
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs")}
-    fp = {"model": h(asdict(model.cfg)), "structure": h(structure), "recipe": recipe}
+    fp = {"model": fingerprint_json(asdict(model.cfg)), "structure": fingerprint_structure(model),
+          "recipe": recipe}
     if run_id is not None:
         fp["run_id"] = str(run_id)
     else:
-        fp["data"] = h([[list(a), list(b)] for a, b in pairs])
+        fp["data"] = fingerprint_json([[list(a), list(b)] for a, b in pairs])
     return fp
