@@ -38,7 +38,7 @@ from dnnkit.fbnet import (
     systolic_table,
 )
 
-_TMP = Path(tempfile.gettempdir())
+_TMP = Path(tempfile.mkdtemp(prefix="dnnkit-conformance-fbnet-"))   # one per process (xdist)
 
 
 def _lut_file() -> Path:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dnnkit.core.report import write_text
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
     Instance,
@@ -191,12 +192,8 @@ class LatencyModel:
 
     @validate_params({"path": PathArg()})
     def save(self, path: str | Path) -> None:
-        """Write the model as JSON (atomic replace)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(p)
+        """Write the model as JSON (atomic replace through a unique temporary file)."""
+        write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     @validate_params({"path": PathArg(must_exist=True, kind="file")})

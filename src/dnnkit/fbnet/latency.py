@@ -18,6 +18,7 @@ import torch
 
 from dnnkit.core.checkpoint import load_tensors, save_tensors
 from dnnkit.core.hooks import eval_mode
+from dnnkit.core.report import write_text
 from dnnkit.core.seeding import make_generator
 from dnnkit.core.validation import (
     AnyOf,
@@ -136,10 +137,9 @@ class LatencyTable:
         """Write ``.json`` (plain lists) or ``.safetensors`` (tensor + JSON metadata)."""
         path = Path(path)
         if path.suffix == ".json":
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"names": self.names, "unit": self.unit, "meta": self.meta,
-                                       "values": self.values.tolist()}, indent=1))
-            tmp.replace(path)
+            write_text(path, json.dumps({"names": self.names, "unit": self.unit,
+                                         "meta": self.meta, "values": self.values.tolist()},
+                                        indent=1))
         elif path.suffix == ".safetensors":
             save_tensors(path, {"values": self.values},
                          {"names": self.names, "unit": self.unit, "meta": self.meta})
